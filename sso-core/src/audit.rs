@@ -1,0 +1,296 @@
+//! The audit record, the sink trait and its query types (spec/audit.md).
+//!
+//! A record never holds a secret: the builder in the services only ever puts ids, codes, names and
+//! flags into it, and every secret type's `Debug` is redacted.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Code, Reason};
+use crate::time::Timestamp;
+
+/// The outcome of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// `ok` or `warning`.
+    Success,
+    /// Authentication, authorisation, throttling or account state.
+    Denied,
+    /// Input, conflicts, internal, unavailable.
+    Failure,
+}
+
+impl Outcome {
+    /// Wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+
+    /// Parses the wire form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Outcome::Success),
+            "denied" => Some(Outcome::Denied),
+            "failure" => Some(Outcome::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// One audit record (spec/audit.md §1). Serialises to the JSON object of the spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// ULID.
+    pub id: String,
+    /// RFC 3339 UTC with microseconds and `Z`.
+    pub ts: String,
+    /// Node name.
+    pub node: String,
+    /// Correlation id.
+    pub cid: String,
+    /// Operation name.
+    pub op: String,
+    /// `success`, `denied` or `failure`.
+    pub outcome: Outcome,
+    /// `ok`, `warning` or `error`.
+    pub status: String,
+    /// The real codes.
+    pub sub_status: Vec<String>,
+    /// Machine-readable detail.
+    pub reason: Option<String>,
+    /// Caller's user id, `anonymous`, `cli:<user>@<host>` or `system`.
+    pub actor: String,
+    /// Caller's session id.
+    pub actor_session_id: Option<String>,
+    /// User acted upon.
+    pub target_user_id: Option<String>,
+    /// Session acted upon.
+    pub target_session_id: Option<String>,
+    /// As given.
+    pub current_app: String,
+    /// Effective client address(es).
+    pub remote_addr: String,
+    /// Truncated to 512 characters.
+    pub user_agent: Option<String>,
+    /// Op-specific, non-secret keys.
+    pub details: Map<String, Value>,
+}
+
+impl AuditRecord {
+    /// The record time as a [`Timestamp`] (parsed back from `ts`).
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        Timestamp::parse(&self.ts)
+    }
+
+    /// Sets the outcome from an error code (or success).
+    pub fn set_result(&mut self, result: Result<Option<Code>, (Code, Reason)>) {
+        match result {
+            Ok(None) => {
+                self.outcome = Outcome::Success;
+                self.status = "ok".into();
+                self.sub_status.clear();
+                self.reason = None;
+            }
+            Ok(Some(warning)) => {
+                self.outcome = Outcome::Success;
+                self.status = "warning".into();
+                self.sub_status = vec![warning.as_str().into()];
+            }
+            Err((code, reason)) => {
+                self.outcome = if code.is_denial() { Outcome::Denied } else { Outcome::Failure };
+                self.status = "error".into();
+                self.sub_status = vec![code.as_str().into()];
+                self.reason = Some(reason.as_str().into());
+            }
+        }
+    }
+
+    /// One JSON line (no interior line breaks: JSON escapes CR, LF and control characters).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// Why a sink failed. The detail is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit sink {sink} failed: {detail}")]
+pub struct AuditError {
+    /// Sink name.
+    pub sink: String,
+    /// Description.
+    pub detail: String,
+}
+
+/// Audit query filters (spec/audit.md §5), all AND-ed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Exact cid.
+    pub cid: Option<String>,
+    /// Matches `actor` or `target_user_id`.
+    pub user_id: Option<String>,
+    /// Exact op.
+    pub op: Option<String>,
+    /// Outcome.
+    pub outcome: Option<Outcome>,
+    /// Inclusive lower bound.
+    pub since: Option<Timestamp>,
+    /// Inclusive upper bound.
+    pub until: Option<Timestamp>,
+    /// 1..=1000 (default 100).
+    pub limit: u32,
+    /// Continue after this record id (exclusive, newest first).
+    pub before: Option<String>,
+}
+
+impl AuditQuery {
+    /// Whether a record matches the filters (ignoring paging).
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        if self.cid.as_ref().is_some_and(|c| c != &r.cid) {
+            return false;
+        }
+        if let Some(u) = &self.user_id {
+            if &r.actor != u && r.target_user_id.as_ref() != Some(u) {
+                return false;
+            }
+        }
+        if self.op.as_ref().is_some_and(|o| o != &r.op) {
+            return false;
+        }
+        if self.outcome.is_some_and(|o| o != r.outcome) {
+            return false;
+        }
+        let ts = r.timestamp();
+        if let (Some(s), Some(t)) = (self.since, ts) {
+            if t < s {
+                return false;
+            }
+        }
+        if let (Some(u), Some(t)) = (self.until, ts) {
+            if t > u {
+                return false;
+            }
+        }
+        if self.before.as_ref().is_some_and(|b| r.id.as_str() >= b.as_str()) {
+            return false;
+        }
+        true
+    }
+}
+
+/// A page of records, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Records.
+    pub records: Vec<AuditRecord>,
+    /// The last record's id when more may follow.
+    pub next_before: Option<String>,
+}
+
+/// Pages `records` (any order) per `q`: filter, newest first, limit.
+pub fn page_of(mut records: Vec<AuditRecord>, q: &AuditQuery) -> AuditPage {
+    records.retain(|r| q.matches(r));
+    records.sort_by(|a, b| b.id.cmp(&a.id));
+    let limit = q.limit.clamp(1, 1000) as usize;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let next_before = if more { records.last().map(|r| r.id.clone()) } else { None };
+    AuditPage { records, next_before }
+}
+
+/// Where audit records go (spec/storage.md §1 `AuditSink`).
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// The sink's name (`stdout`, `file`, `sql`, `redis`, or an embedder's).
+    fn name(&self) -> &str;
+
+    /// Whether a failure of this sink fails state-changing operations.
+    fn required(&self) -> bool;
+
+    /// Writes one record and returns after its durable acknowledgement.
+    async fn write(&self, record: &AuditRecord) -> Result<(), AuditError>;
+
+    /// Queries records; `Ok(None)` means the sink is not queryable.
+    async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {
+        let _ = q;
+        Ok(None)
+    }
+
+    /// Deletes records older than `ts`, returning how many went.
+    async fn purge_before(&self, ts: Timestamp) -> Result<u64, AuditError> {
+        let _ = ts;
+        Ok(0)
+    }
+}
+
+/// An in-memory, queryable sink (tests and `memory://` deployments). Can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemoryAuditSink {
+    records: std::sync::Mutex<Vec<AuditRecord>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryAuditSink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every record written, oldest first.
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Makes every later write fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forgets every record.
+    pub fn clear(&self) {
+        if let Ok(mut r) = self.records.lock() {
+            r.clear();
+        }
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemoryAuditSink {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn required(&self) -> bool {
+        true
+    }
+
+    async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditError { sink: "memory".into(), detail: "failing on purpose".into() });
+        }
+        self.records
+            .lock()
+            .map_err(|_| AuditError { sink: "memory".into(), detail: "poisoned".into() })?
+            .push(record.clone());
+        Ok(())
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {
+        Ok(Some(page_of(self.records(), q)))
+    }
+
+    async fn purge_before(&self, ts: Timestamp) -> Result<u64, AuditError> {
+        let mut r = self
+            .records
+            .lock()
+            .map_err(|_| AuditError { sink: "memory".into(), detail: "poisoned".into() })?;
+        let before = r.len();
+        r.retain(|x| x.timestamp().is_none_or(|t| t >= ts));
+        Ok((before - r.len()) as u64)
+    }
+}
