@@ -154,10 +154,11 @@ impl AuditQuery {
         if self.cid.as_ref().is_some_and(|c| c != &r.cid) {
             return false;
         }
-        if let Some(u) = &self.user_id {
-            if &r.actor != u && r.target_user_id.as_ref() != Some(u) {
-                return false;
-            }
+        if let Some(u) = &self.user_id
+            && &r.actor != u
+            && r.target_user_id.as_ref() != Some(u)
+        {
+            return false;
         }
         if self.op.as_ref().is_some_and(|o| o != &r.op) {
             return false;
@@ -166,15 +167,15 @@ impl AuditQuery {
             return false;
         }
         let ts = r.timestamp();
-        if let (Some(s), Some(t)) = (self.since, ts) {
-            if t < s {
-                return false;
-            }
+        if let (Some(s), Some(t)) = (self.since, ts)
+            && t < s
+        {
+            return false;
         }
-        if let (Some(u), Some(t)) = (self.until, ts) {
-            if t > u {
-                return false;
-            }
+        if let (Some(u), Some(t)) = (self.until, ts)
+            && t > u
+        {
+            return false;
         }
         if self.before.as_ref().is_some_and(|b| r.id.as_str() >= b.as_str()) {
             return false;
@@ -285,10 +286,7 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn purge_before(&self, ts: Timestamp) -> Result<u64, AuditError> {
-        let mut r = self
-            .records
-            .lock()
-            .map_err(|_| AuditError { sink: "memory".into(), detail: "poisoned".into() })?;
+        let mut r = self.records.lock().map_err(|_| AuditError { sink: "memory".into(), detail: "poisoned".into() })?;
         let before = r.len();
         r.retain(|x| x.timestamp().is_none_or(|t| t >= ts));
         Ok((before - r.len()) as u64)

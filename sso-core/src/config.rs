@@ -372,9 +372,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     if let Ok(n) = t.parse::<IpNet>() {
         return Ok(n);
     }
-    t.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
+    t.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR network"))
 }
 
 /// `[session]`
@@ -468,10 +466,30 @@ impl Default for PasswordConfig {
             max_length: 256,
             min_complexity: 0,
             reject_list: [
-                "111111", "123123", "123321", "123456", "123qwe", "1q2w3e", "1q2w3e4r",
-                "1q2w3e4r5t", "222222", "333333", "444444", "555555", "654321", "666666",
-                "777777", "888888", "999999", "987654321", "google", "letmein", "mynoob",
-                "password", "qwerty", "zxcvbnm",
+                "111111",
+                "123123",
+                "123321",
+                "123456",
+                "123qwe",
+                "1q2w3e",
+                "1q2w3e4r",
+                "1q2w3e4r5t",
+                "222222",
+                "333333",
+                "444444",
+                "555555",
+                "654321",
+                "666666",
+                "777777",
+                "888888",
+                "999999",
+                "987654321",
+                "google",
+                "letmein",
+                "mynoob",
+                "password",
+                "qwerty",
+                "zxcvbnm",
             ]
             .into_iter()
             .map(String::from)
@@ -492,11 +510,7 @@ impl Default for PasswordConfig {
 impl PasswordConfig {
     /// The configured argon2id parameters.
     pub fn hash_params(&self) -> HashParams {
-        HashParams {
-            m_kib: self.argon2_memory_kib,
-            t: self.argon2_iterations,
-            p: self.argon2_parallelism,
-        }
+        HashParams { m_kib: self.argon2_memory_kib, t: self.argon2_iterations, p: self.argon2_parallelism }
     }
 }
 
@@ -1005,9 +1019,17 @@ impl Config {
         }
 
         let st = &self.store;
-        for (key, url) in [("store.users", st.users.as_str()), ("store.sessions", st.sessions.as_str()), ("store.counters", st.counters.as_str())] {
+        for (key, url) in [
+            ("store.users", st.users.as_str()),
+            ("store.sessions", st.sessions.as_str()),
+            ("store.counters", st.counters.as_str()),
+        ] {
             if !url.is_empty() {
-                check(known_store_url(url), key, "unsupported URL scheme (sqlite:, postgres://, redis://, rediss://, redis+cluster://, memory://)")?;
+                check(
+                    known_store_url(url),
+                    key,
+                    "unsupported URL scheme (sqlite:, postgres://, redis://, rediss://, redis+cluster://, memory://)",
+                )?;
             }
         }
         check(!st.users.is_empty(), "store.users", "must not be empty")?;
@@ -1038,9 +1060,7 @@ impl Config {
         }
 
         for (user, entry) in &self.user_address_list {
-            entry
-                .compile()
-                .map_err(|e| ConfigError::new(format!("user_address_list.{user}"), e))?;
+            entry.compile().map_err(|e| ConfigError::new(format!("user_address_list.{user}"), e))?;
         }
 
         let se = &self.session;
@@ -1049,7 +1069,11 @@ impl Config {
 
         let p = &self.password;
         check(p.max_length <= 1024, "password.max_length", "must be <= 1024")?;
-        check(p.min_length >= 1 && p.min_length <= p.max_length, "password.min_length", "must be 1..=password.max_length")?;
+        check(
+            p.min_length >= 1 && p.min_length <= p.max_length,
+            "password.min_length",
+            "must be 1..=password.max_length",
+        )?;
         check(p.min_complexity <= 4, "password.min_complexity", "must be 0..=4")?;
         let hp = p.hash_params();
         check(hp.t >= 1, "password.argon2_iterations", "must be >= 1")?;
@@ -1058,8 +1082,16 @@ impl Config {
         check(hp.m_kib <= 262_144, "password.argon2_memory_kib", "must be <= 262144")?;
         check(hp.t <= 20, "password.argon2_iterations", "must be <= 20")?;
         if !p.allow_weak_hash_params {
-            check(hp.m_kib >= 19_456, "password.argon2_memory_kib", "must be >= 19456 (set password.allow_weak_hash_params for tests)")?;
-            check(hp.t >= 2, "password.argon2_iterations", "must be >= 2 (set password.allow_weak_hash_params for tests)")?;
+            check(
+                hp.m_kib >= 19_456,
+                "password.argon2_memory_kib",
+                "must be >= 19456 (set password.allow_weak_hash_params for tests)",
+            )?;
+            check(
+                hp.t >= 2,
+                "password.argon2_iterations",
+                "must be >= 2 (set password.allow_weak_hash_params for tests)",
+            )?;
         }
 
         check(self.signup.max_length_username >= 1, "signup.max_length_username", "must be >= 1")?;
@@ -1081,9 +1113,17 @@ impl Config {
             if cap {
                 check(pol.lockout_after <= 100, &format!("throttle.{class}.lockout_after"), "must be <= 100")?;
             }
-            check(pol.free_attempts < pol.lockout_after, &format!("throttle.{class}.free_attempts"), "must be < lockout_after")?;
+            check(
+                pol.free_attempts < pol.lockout_after,
+                &format!("throttle.{class}.free_attempts"),
+                "must be < lockout_after",
+            )?;
             check(pol.window_s >= 1, &format!("throttle.{class}.window_s"), "must be >= 1")?;
-            check(pol.max_delay_s >= pol.base_delay_s, &format!("throttle.{class}.max_delay_s"), "must be >= base_delay_s")?;
+            check(
+                pol.max_delay_s >= pol.base_delay_s,
+                &format!("throttle.{class}.max_delay_s"),
+                "must be >= base_delay_s",
+            )?;
         }
 
         let au = &self.audit;
@@ -1142,10 +1182,7 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "totp.window_back");
         let mut c = Config::default();
         c.throttle.totp.lockout_after = 0;
-        assert_eq!(
-            c.validate().unwrap_err().to_string(),
-            "config error: throttle.totp.lockout_after: must be >= 1"
-        );
+        assert_eq!(c.validate().unwrap_err().to_string(), "config error: throttle.totp.lockout_after: must be >= 1");
         let mut c = Config::default();
         c.store.users = "redis://localhost".into();
         assert_eq!(c.validate().unwrap_err().key, "store.users");
@@ -1174,7 +1211,9 @@ mod tests {
 
     #[test]
     fn address_entries() {
-        let c: Config = toml::from_str("[user_address_list]\n\"alice.smith\" = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nbob = \"*\"\n").unwrap();
+        let c: Config =
+            toml::from_str("[user_address_list]\n\"alice.smith\" = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nbob = \"*\"\n")
+                .unwrap();
         c.validate().unwrap();
         assert!(c.user_address_list["bob"].compile().unwrap().is_none());
         assert_eq!(c.user_address_list["alice.smith"].compile().unwrap().unwrap().len(), 2);

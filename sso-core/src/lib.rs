@@ -23,7 +23,9 @@ pub mod ids;
 pub mod memory;
 pub mod model;
 pub mod secret;
+pub mod service;
 pub mod store;
 pub mod time;
 
 pub use error::{Code, Reason, SsoError, SsoResult, StoreError};
+pub use service::{CallCtx, Sso, SsoBuilder};

@@ -187,11 +187,32 @@ impl UserPatch {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { u.$f = v.clone(); } )* };
         }
         set!(
-            username, password_hash, password_is_set, password_must_change, password_last_set,
-            password_expiry, email_enc, email_idx, display_name, first_name, middle_name, last_name,
-            display_name_upper, first_name_upper, middle_name_upper, last_name_upper, is_super_user,
-            is_locked, locked_time, locked_by, approval_status, approval_status_mod_time,
-            approval_status_mod_by, sign_up_status, sign_up_confirm_time, is_totp_enabled,
+            username,
+            password_hash,
+            password_is_set,
+            password_must_change,
+            password_last_set,
+            password_expiry,
+            email_enc,
+            email_idx,
+            display_name,
+            first_name,
+            middle_name,
+            last_name,
+            display_name_upper,
+            first_name_upper,
+            middle_name_upper,
+            last_name_upper,
+            is_super_user,
+            is_locked,
+            locked_time,
+            locked_by,
+            approval_status,
+            approval_status_mod_time,
+            approval_status_mod_by,
+            sign_up_status,
+            sign_up_confirm_time,
+            is_totp_enabled,
             totp_label_enc
         );
     }
@@ -438,20 +459,20 @@ impl UserQuery {
                 return false;
             }
         }
-        if let Some(idx) = &self.email_idx {
-            if u.email_idx.as_ref() != Some(idx) {
-                return false;
-            }
+        if let Some(idx) = &self.email_idx
+            && u.email_idx.as_ref() != Some(idx)
+        {
+            return false;
         }
-        if let Some(s) = self.sign_up_status {
-            if u.sign_up_status != s {
-                return false;
-            }
+        if let Some(s) = self.sign_up_status
+            && u.sign_up_status != s
+        {
+            return false;
         }
-        if let Some(a) = self.approval_status {
-            if u.approval_status != a {
-                return false;
-            }
+        if let Some(a) = self.approval_status
+            && u.approval_status != a
+        {
+            return false;
         }
         true
     }

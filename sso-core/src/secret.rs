@@ -65,6 +65,10 @@ secret_string!(
     Password
 );
 secret_string!(
+    /// A TOTP key as supplied by a caller (validated by the operation that receives it).
+    TotpKeyText
+);
+secret_string!(
     /// A TOTP code as received (syntax checked at verification: exactly six ASCII digits).
     TotpCode
 );
@@ -132,11 +136,7 @@ impl ConfirmToken {
 
     /// Whether the text has the token syntax.
     pub fn is_well_formed(&self) -> bool {
-        self.0.len() == 32
-            && self
-                .0
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        self.0.len() == 32 && self.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     /// SHA-256 of the token.

@@ -42,13 +42,13 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(us))
     }
 
     /// `self - d`, saturating.
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_sub(us))
     }
@@ -178,13 +178,7 @@ fn parse_time(s: &str) -> Option<Time> {
             padded.parse::<u32>().ok()?
         }
     };
-    Time::from_hms_micro(
-        u8::try_from(h).ok()?,
-        u8::try_from(m).ok()?,
-        u8::try_from(sec).ok()?,
-        micros,
-    )
-    .ok()
+    Time::from_hms_micro(u8::try_from(h).ok()?, u8::try_from(m).ok()?, u8::try_from(sec).ok()?, micros).ok()
 }
 
 impl fmt::Debug for Timestamp {
@@ -244,6 +238,19 @@ impl Clock for ManualClock {
     }
 }
 
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_zato())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid datetime"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,18 +284,5 @@ mod tests {
         let c = ManualClock::new(Timestamp::from_secs(59));
         c.advance(Duration::from_secs(1));
         assert_eq!(c.now(), Timestamp::from_secs(60));
-    }
-}
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_zato())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Timestamp {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid datetime"))
     }
 }

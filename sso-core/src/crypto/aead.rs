@@ -94,20 +94,14 @@ struct RingFileKey {
 }
 
 fn valid_key_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn decode_secret(id: &str, s: &str) -> Result<KeySecret, KeyRingError> {
     let bytes = Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(s.trim_end_matches('='))
-            .map_err(|_| KeyRingError::BadSecret(id.to_owned()))?,
+        URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| KeyRingError::BadSecret(id.to_owned()))?,
     );
-    let arr: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| KeyRingError::BadSecret(id.to_owned()))?;
+    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyRingError::BadSecret(id.to_owned()))?;
     Ok(KeySecret::from_bytes(arr))
 }
 
@@ -125,11 +119,7 @@ pub fn key_id_for(now: Timestamp) -> String {
 impl KeyRing {
     /// A new ring with one active key (id from `now`) and a fresh index key.
     pub fn generate(now: Timestamp) -> Result<KeyRing, SsoError> {
-        let mut ring = KeyRing {
-            active: String::new(),
-            keys: BTreeMap::new(),
-            index_key: KeySecret::generate()?,
-        };
+        let mut ring = KeyRing { active: String::new(), keys: BTreeMap::new(), index_key: KeySecret::generate()? };
         ring.add_key(now)?;
         Ok(ring)
     }
@@ -145,10 +135,7 @@ impl KeyRing {
         }
         let secret = KeySecret::generate()?;
         let cipher = cipher_for(&secret).ok_or_else(SsoError::internal)?;
-        self.keys.insert(
-            id.clone(),
-            RingKey { created: now.to_rfc3339_micros(), secret, cipher },
-        );
+        self.keys.insert(id.clone(), RingKey { created: now.to_rfc3339_micros(), secret, cipher });
         self.active = id.clone();
         Ok(id)
     }
@@ -160,8 +147,7 @@ impl KeyRing {
 
     /// Parses the key-ring TOML (spec/config.md §4).
     pub fn from_toml(text: &str) -> Result<KeyRing, KeyRingError> {
-        let file: RingFile =
-            toml::from_str(text).map_err(|e| KeyRingError::Format(e.message().to_owned()))?;
+        let file: RingFile = toml::from_str(text).map_err(|e| KeyRingError::Format(e.message().to_owned()))?;
         if file.version != 1 {
             return Err(KeyRingError::Format(format!("unsupported version {}", file.version)));
         }

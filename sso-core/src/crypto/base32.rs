@@ -53,7 +53,7 @@ pub fn parse_key(input: &str) -> Result<(String, Vec<u8>), KeyError> {
     }
     let body = input.trim_end_matches('=');
     let padding = input.len() - body.len();
-    if padding > 0 && input.len() % 8 != 0 {
+    if padding > 0 && !input.len().is_multiple_of(8) {
         return Err(KeyError::Alphabet);
     }
     if padding > 6 {
@@ -95,10 +95,7 @@ mod tests {
     #[test]
     fn spec_vectors() {
         assert_eq!(encode(b"12345678901234567890"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
-        assert_eq!(
-            encode(b"12345678901234567890123456789012"),
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA"
-        );
+        assert_eq!(encode(b"12345678901234567890123456789012"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA");
         let (stored, bytes) = parse_key("JBSWY3DPEHPK3PXP").unwrap();
         assert_eq!(stored, "JBSWY3DPEHPK3PXP");
         assert_eq!(hex(&bytes), "48656c6c6f21deadbeef");
@@ -112,8 +109,7 @@ mod tests {
     fn lower_case_and_padding_normalise() {
         let (stored, _) = parse_key("jbswy3dpehpk3pxp").unwrap();
         assert_eq!(stored, "JBSWY3DPEHPK3PXP");
-        let (stored, bytes) =
-            parse_key("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA====").unwrap();
+        let (stored, bytes) = parse_key("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA====").unwrap();
         assert_eq!(stored.len(), 52);
         assert_eq!(bytes.len(), 32);
     }

@@ -174,11 +174,7 @@ pub fn verify(stored: &str, password: &str, configured: HashParams) -> Verdict {
             }
             let mut out = Zeroizing::new([0u8; 64]);
             pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password.as_bytes(), &salt, rounds, out.as_mut());
-            if ct_eq(out.as_ref(), &hash) {
-                Verdict::Match { rehash: true }
-            } else {
-                Verdict::Mismatch
-            }
+            if ct_eq(out.as_ref(), &hash) { Verdict::Match { rehash: true } } else { Verdict::Mismatch }
         }
     }
 }
@@ -202,10 +198,7 @@ mod tests {
         assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert_eq!(verify(&h, "correct horse battery staple", WEAK), Verdict::Match { rehash: false });
         assert_eq!(verify(&h, "wrong", WEAK), Verdict::Mismatch);
-        assert_eq!(
-            verify(&h, "correct horse battery staple", HashParams::DEFAULT),
-            Verdict::Match { rehash: true }
-        );
+        assert_eq!(verify(&h, "correct horse battery staple", HashParams::DEFAULT), Verdict::Match { rehash: true });
         assert!(is_current(&h, WEAK));
     }
 

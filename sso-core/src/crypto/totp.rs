@@ -115,10 +115,8 @@ mod tests {
 
     #[test]
     fn rfc4226_hotp_table() {
-        let expected = [
-            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
-            "399871", "520489",
-        ];
+        let expected =
+            ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"];
         for (c, e) in expected.iter().enumerate() {
             assert_eq!(hotp(K20, c as u64, Hash::Sha1, 6).as_str(), *e, "counter {c}");
         }

@@ -86,7 +86,11 @@ pub(crate) fn delete_many(m: &mut AttrMap, names: &[String], now: Timestamp) -> 
     Ok(())
 }
 
-pub(crate) fn set_expiry_many(m: &mut AttrMap, items: &[(String, Option<Timestamp>)], now: Timestamp) -> StoreResult<()> {
+pub(crate) fn set_expiry_many(
+    m: &mut AttrMap,
+    items: &[(String, Option<Timestamp>)],
+    now: Timestamp,
+) -> StoreResult<()> {
     if items.iter().any(|(n, _)| live(m, n, now).is_none()) {
         return Err(StoreError::NotFound);
     }

@@ -38,7 +38,7 @@ impl CounterStore for MemoryCounters {
             Some(c) if c.expires_at > now => (c.value.saturating_add(1), Some(c.last_at)),
             _ => (1, None),
         };
-        m.insert(key.to_owned(), Counter { value, last_at: now, expires_at: now.add(ttl) });
+        m.insert(key.to_owned(), Counter { value, last_at: now, expires_at: now.plus(ttl) });
         Ok((value, prev))
     }
 
@@ -59,7 +59,7 @@ impl CounterStore for MemoryCounters {
             _ => true,
         };
         if allowed {
-            m.insert(key.to_owned(), Counter { value: step, last_at: now, expires_at: now.add(ttl) });
+            m.insert(key.to_owned(), Counter { value: step, last_at: now, expires_at: now.plus(ttl) });
         }
         Ok(allowed)
     }

@@ -189,7 +189,13 @@ impl AttrStore for MemorySessions {
         attrs::update_many(db.attrs.entry(sid).or_default(), items, now)
     }
 
-    async fn get_many(&self, _: AttrScope, owner: &str, names: &[String], now: Timestamp) -> StoreResult<Vec<AttrRecord>> {
+    async fn get_many(
+        &self,
+        _: AttrScope,
+        owner: &str,
+        names: &[String],
+        now: Timestamp,
+    ) -> StoreResult<Vec<AttrRecord>> {
         let sid = session_id(owner)?;
         let db = self.lock()?;
         Ok(db.attrs.get(&sid).map(|m| attrs::get_many(m, names, now)).unwrap_or_default())

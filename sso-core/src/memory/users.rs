@@ -17,9 +17,7 @@ use crate::model::{
     AttrRecord, AttrScope, AttrWrite, LinkedAuthRecord, PrtRecord, SignUpStatus, UserPatch, UserQuery, UserRecord,
     search_order,
 };
-use crate::store::{
-    AttrStore, ConfirmOutcome, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx,
-};
+use crate::store::{AttrStore, ConfirmOutcome, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
@@ -83,7 +81,7 @@ impl Db {
 }
 
 enum Undo {
-    User(UserId, Option<UserRecord>),
+    User(UserId, Option<Box<UserRecord>>),
     Prt([u8; 32], Option<PrtRecord>),
     Link(AuthId, Option<LinkedAuthRecord>),
     Attrs(String, Option<AttrMap>),
@@ -126,7 +124,7 @@ impl Drop for Tx {
         while let Some(u) = self.undo.pop() {
             match u {
                 Undo::User(id, old) => {
-                    self.db.put_user(&id, old);
+                    self.db.put_user(&id, old.map(|b| *b));
                 }
                 Undo::Prt(h, old) => {
                     self.db.put_prt(h, old);
@@ -145,7 +143,7 @@ impl Drop for Tx {
 impl Tx {
     fn set_user(&mut self, id: &UserId, new: Option<UserRecord>) {
         let old = self.db.put_user(id, new);
-        self.undo.push(Undo::User(id.clone(), old));
+        self.undo.push(Undo::User(id.clone(), old.map(Box::new)));
     }
 
     fn modify_user<T>(&mut self, id: &UserId, f: impl FnOnce(&mut UserRecord) -> T) -> StoreResult<T> {
@@ -192,15 +190,21 @@ impl UserTx for Tx {
         if !self.db.users.contains_key(user_id) {
             return Err(StoreError::NotFound);
         }
-        if let Some(name) = &patch.username {
-            if self.db.by_username.get(name).is_some_and(|owner| owner != user_id) {
-                return Err(StoreError::Conflict { what: "username" });
-            }
+        if let Some(name) = &patch.username
+            && self.db.by_username.get(name).is_some_and(|owner| owner != user_id)
+        {
+            return Err(StoreError::Conflict { what: "username" });
         }
         self.modify_user(user_id, |u| patch.apply_to(u))
     }
 
-    async fn update_totp(&mut self, user_id: &UserId, key_enc: &str, label_enc: &str, bump_epoch: bool) -> StoreResult<(u64, u64)> {
+    async fn update_totp(
+        &mut self,
+        user_id: &UserId,
+        key_enc: &str,
+        label_enc: &str,
+        bump_epoch: bool,
+    ) -> StoreResult<(u64, u64)> {
         self.modify_user(user_id, |u| {
             u.totp_key_enc = key_enc.to_owned();
             u.totp_label_enc = label_enc.to_owned();
@@ -223,11 +227,7 @@ impl UserTx for Tx {
         let Some(id) = self.db.by_confirm.get(hash.as_slice()).cloned() else {
             return Ok(ConfirmOutcome::Unknown);
         };
-        let final_already = self
-            .db
-            .users
-            .get(&id)
-            .is_some_and(|u| u.sign_up_status == SignUpStatus::Final);
+        let final_already = self.db.users.get(&id).is_some_and(|u| u.sign_up_status == SignUpStatus::Final);
         if final_already {
             return Ok(ConfirmOutcome::AlreadyFinal(id));
         }
@@ -246,24 +246,14 @@ impl UserTx for Tx {
         let owner = user_id.as_str().to_owned();
         let old = self.db.put_attrs(&owner, None);
         self.undo.push(Undo::Attrs(owner, old));
-        let links: Vec<AuthId> = self
-            .db
-            .links
-            .values()
-            .filter(|l| &l.user_id == user_id)
-            .map(|l| l.auth_id.clone())
-            .collect();
+        let links: Vec<AuthId> =
+            self.db.links.values().filter(|l| &l.user_id == user_id).map(|l| l.auth_id.clone()).collect();
         for id in links {
             let old = self.db.put_link(&id, None);
             self.undo.push(Undo::Link(id, old));
         }
-        let prts: Vec<[u8; 32]> = self
-            .db
-            .prts
-            .values()
-            .filter(|p| &p.user_id == user_id)
-            .map(|p| p.token_hash)
-            .collect();
+        let prts: Vec<[u8; 32]> =
+            self.db.prts.values().filter(|p| &p.user_id == user_id).map(|p| p.token_hash).collect();
         for h in prts {
             let old = self.db.put_prt(h, None);
             self.undo.push(Undo::Prt(h, old));
@@ -332,7 +322,12 @@ impl UserTx for Tx {
         Ok(())
     }
 
-    async fn delete_link(&mut self, user_id: &UserId, auth_type: &str, auth_username: &str) -> StoreResult<Option<AuthId>> {
+    async fn delete_link(
+        &mut self,
+        user_id: &UserId,
+        auth_type: &str,
+        auth_username: &str,
+    ) -> StoreResult<Option<AuthId>> {
         let key = (auth_type.to_owned(), auth_username.to_owned());
         let Some(id) = self.db.by_principal.get(&key).cloned() else {
             return Ok(None);
@@ -460,7 +455,13 @@ impl AttrStore for MemoryUsers {
         attrs::update_many(db.attrs.entry(owner.to_owned()).or_default(), items, now)
     }
 
-    async fn get_many(&self, _: AttrScope, owner: &str, names: &[String], now: Timestamp) -> StoreResult<Vec<AttrRecord>> {
+    async fn get_many(
+        &self,
+        _: AttrScope,
+        owner: &str,
+        names: &[String],
+        now: Timestamp,
+    ) -> StoreResult<Vec<AttrRecord>> {
         let db = self.db.read().await;
         Ok(db.attrs.get(owner).map(|m| attrs::get_many(m, names, now)).unwrap_or_default())
     }

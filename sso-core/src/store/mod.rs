@@ -16,8 +16,8 @@ use crate::audit::AuditRecord;
 use crate::error::StoreError;
 use crate::ids::{AuthId, SessionId, UserId};
 use crate::model::{
-    AttrRecord, AttrScope, AttrWrite, HistoryEntry, LinkedAuthRecord, PrtRecord, SessionRecord, UserPatch,
-    UserQuery, UserRecord,
+    AttrRecord, AttrScope, AttrWrite, HistoryEntry, LinkedAuthRecord, PrtRecord, SessionRecord, UserPatch, UserQuery,
+    UserRecord,
 };
 use crate::time::Timestamp;
 
@@ -117,8 +117,12 @@ pub trait UserTx: Send {
     async fn insert_link(&mut self, link: &LinkedAuthRecord) -> StoreResult<()>;
 
     /// Deletes the user's link for a principal, returning its id.
-    async fn delete_link(&mut self, user_id: &UserId, auth_type: &str, auth_username: &str)
-    -> StoreResult<Option<AuthId>>;
+    async fn delete_link(
+        &mut self,
+        user_id: &UserId,
+        auth_type: &str,
+        auth_username: &str,
+    ) -> StoreResult<Option<AuthId>>;
 
     /// Inserts the operation's audit record in this transaction when this database holds the SQL
     /// audit sink; returns whether it did. Other stores return `false`.
@@ -202,8 +206,13 @@ pub trait AttrStore: Send + Sync {
     async fn update_many(&self, scope: AttrScope, owner: &str, items: &[AttrWrite], now: Timestamp) -> StoreResult<()>;
 
     /// The unexpired attributes among `names`.
-    async fn get_many(&self, scope: AttrScope, owner: &str, names: &[String], now: Timestamp)
-    -> StoreResult<Vec<AttrRecord>>;
+    async fn get_many(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        names: &[String],
+        now: Timestamp,
+    ) -> StoreResult<Vec<AttrRecord>>;
 
     /// Unexpired names, sorted.
     async fn names(&self, scope: AttrScope, owner: &str, now: Timestamp) -> StoreResult<Vec<String>>;
