@@ -25,6 +25,8 @@ pub mod model;
 pub mod secret;
 pub mod service;
 pub mod store;
+#[cfg(feature = "conformance")]
+pub mod testing;
 pub mod time;
 
 pub use error::{Code, Reason, SsoError, SsoResult, StoreError};

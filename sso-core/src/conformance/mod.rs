@@ -1,0 +1,1 @@
+//! The conformance suite (spec/storage.md §2). Filled by the conformance work.
