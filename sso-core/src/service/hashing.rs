@@ -20,6 +20,8 @@ pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
     queue_timeout: Duration,
     pub(crate) in_flight: AtomicU64,
+    /// Password verifications computed (real and dummy alike).
+    pub(crate) verifications: AtomicU64,
 }
 
 impl Hasher {
@@ -29,7 +31,7 @@ impl Hasher {
         } else {
             max_concurrent
         };
-        Hasher { params, permits: Arc::new(Semaphore::new(n)), queue_timeout, in_flight: AtomicU64::new(0) }
+        Hasher { params, permits: Arc::new(Semaphore::new(n)), queue_timeout, in_flight: AtomicU64::new(0), verifications: AtomicU64::new(0) }
     }
 
     pub(crate) fn params(&self) -> HashParams {
@@ -62,6 +64,7 @@ impl Hasher {
     pub(crate) async fn verify(&self, stored: String, pw: &Password) -> SsoResult<Verdict> {
         let pw = zeroize::Zeroizing::new(pw.expose().to_owned());
         let params = self.params;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         self.run(move || password::verify(&stored, &pw, params)).await
     }
 }

@@ -306,6 +306,12 @@ impl Sso {
         )
     }
 
+    /// How many password verifications this instance has computed (real and dummy alike): the
+    /// measure of "the same hashing work" for unknown users.
+    pub fn password_verifications(&self) -> u64 {
+        self.inner.hasher.verifications.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current key ring.
     pub fn key_ring(&self) -> Arc<KeyRing> {
         self.inner.keys.current()
