@@ -3,4 +3,5 @@
 
 mod conformance_memory;
 mod login;
+mod props;
 mod seed;
