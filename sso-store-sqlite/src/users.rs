@@ -1,0 +1,420 @@
+//! `UserStore` with its transaction, `PasswordResetStore` and `LinkedAuthStore`.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sso_core::StoreError;
+use sso_core::ids::{AuthId, UserId};
+use sso_core::model::{LinkedAuthRecord, PrtRecord, UserPatch, UserQuery, UserRecord};
+use sso_core::store::{ConfirmOutcome, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx};
+use sso_core::time::Timestamp;
+
+use crate::SqliteStore;
+use crate::rows::{
+    self, USER_COLUMNS, Val, bind, link_from_row, map_err, placeholders, prt_from_row, user_from_row, user_values,
+};
+
+struct Tx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn u64_of(n: i64) -> StoreResult<u64> {
+    u64::try_from(n).map_err(|_| StoreError::corrupt("negative counter"))
+}
+
+#[async_trait]
+impl UserTx for Tx {
+    async fn get_user(&mut self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_user WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn insert_user(&mut self, user: &UserRecord) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO sso_user ({}) VALUES ({})",
+            USER_COLUMNS.join(", "),
+            placeholders(USER_COLUMNS.len(), 1)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for v in user_values(user) {
+            q = bind(q, v);
+        }
+        q.execute(&mut *self.tx).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, user_id: &UserId, patch: &UserPatch) -> StoreResult<()> {
+        let cols = rows::patch_values(patch);
+        if cols.is_empty() {
+            return match self.get_user(user_id).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        let set: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{c} = ${}", i + 2)).collect();
+        let sql = format!("UPDATE sso_user SET {} WHERE user_id = $1", set.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(user_id.as_str().to_owned());
+        for (_, v) in cols {
+            q = bind(q, v);
+        }
+        let r = q.execute(&mut *self.tx).await.map_err(map_err)?;
+        if r.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn update_totp(
+        &mut self,
+        user_id: &UserId,
+        key_enc: &str,
+        label_enc: &str,
+        bump_epoch: bool,
+    ) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "UPDATE sso_user SET totp_key_enc = $2, totp_label_enc = $3, totp_key_gen = totp_key_gen + 1, \
+             session_epoch = session_epoch + $4 WHERE user_id = $1 RETURNING totp_key_gen, session_epoch",
+        )
+        .bind(user_id.as_str())
+        .bind(key_enc)
+        .bind(label_enc)
+        .bind(i64::from(bump_epoch))
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        let g: i64 = row.try_get("totp_key_gen").map_err(map_err)?;
+        let e: i64 = row.try_get("session_epoch").map_err(map_err)?;
+        Ok((u64_of(g)?, u64_of(e)?))
+    }
+
+    async fn bump_epoch(&mut self, user_id: &UserId) -> StoreResult<u64> {
+        let row = sqlx::query(
+            "UPDATE sso_user SET session_epoch = session_epoch + 1 WHERE user_id = $1 RETURNING session_epoch",
+        )
+        .bind(user_id.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        u64_of(row.try_get("session_epoch").map_err(map_err)?)
+    }
+
+    async fn confirm_signup(&mut self, hash: &[u8; 32], now: Timestamp) -> StoreResult<ConfirmOutcome> {
+        let row = sqlx::query("SELECT user_id FROM sso_user WHERE confirm_token_hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(ConfirmOutcome::Unknown);
+        };
+        let id: String = row.try_get("user_id").map_err(map_err)?;
+        let id = UserId::parse(&id).ok_or_else(|| StoreError::corrupt("user_id"))?;
+        let r = sqlx::query(
+            "UPDATE sso_user SET sign_up_status = 'final', sign_up_confirm_time = $2 \
+             WHERE confirm_token_hash = $1 AND sign_up_status = 'before_confirmation'",
+        )
+        .bind(hash.as_slice())
+        .bind(now.as_micros())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(if r.rows_affected() == 1 { ConfirmOutcome::Confirmed(id) } else { ConfirmOutcome::AlreadyFinal(id) })
+    }
+
+    async fn delete_user(&mut self, user_id: &UserId) -> StoreResult<bool> {
+        // Sessions have no foreign key (they may live elsewhere); when they share this database
+        // they go in this transaction. Attributes, links and PRTs cascade.
+        sqlx::query("DELETE FROM sso_session WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        let r = sqlx::query("DELETE FROM sso_user WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_prt(&mut self, prt: &PrtRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sso_password_reset (token_hash, user_id, creation_time, expiration_time, creation_ctx, \
+             has_been_accessed, access_time, access_ctx, reset_key_hash, reset_key_exp_time, is_password_reset, \
+             password_reset_time, password_reset_ctx) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(prt.token_hash.as_slice())
+        .bind(prt.user_id.as_str())
+        .bind(prt.creation_time.as_micros())
+        .bind(prt.expiration_time.as_micros())
+        .bind(prt.creation_ctx.as_str())
+        .bind(i64::from(prt.has_been_accessed))
+        .bind(prt.access_time.map(Timestamp::as_micros))
+        .bind(prt.access_ctx.as_deref())
+        .bind(prt.reset_key_hash.map(|h| h.to_vec()))
+        .bind(prt.reset_key_exp_time.map(Timestamp::as_micros))
+        .bind(i64::from(prt.is_password_reset))
+        .bind(prt.password_reset_time.map(Timestamp::as_micros))
+        .bind(prt.password_reset_ctx.as_deref())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn mark_prt_accessed(
+        &mut self,
+        token_hash: &[u8; 32],
+        reset_key_hash: &[u8; 32],
+        reset_key_exp: Timestamp,
+        now: Timestamp,
+        ctx: &str,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE sso_password_reset SET has_been_accessed = 1, access_time = $2, access_ctx = $3, \
+             reset_key_hash = $4, reset_key_exp_time = $5 \
+             WHERE token_hash = $1 AND has_been_accessed = 0 AND is_password_reset = 0 AND expiration_time > $2",
+        )
+        .bind(token_hash.as_slice())
+        .bind(now.as_micros())
+        .bind(ctx)
+        .bind(reset_key_hash.as_slice())
+        .bind(reset_key_exp.as_micros())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn mark_prt_used(&mut self, token_hash: &[u8; 32], now: Timestamp, ctx: &str) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE sso_password_reset SET is_password_reset = 1, password_reset_time = $2, password_reset_ctx = $3 \
+             WHERE token_hash = $1 AND has_been_accessed = 1 AND is_password_reset = 0",
+        )
+        .bind(token_hash.as_slice())
+        .bind(now.as_micros())
+        .bind(ctx)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_link(&mut self, link: &LinkedAuthRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sso_linked_auth (auth_id, user_id, auth_type, auth_username, is_active, creation_time, \
+             last_modified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(link.auth_id.as_str())
+        .bind(link.user_id.as_str())
+        .bind(link.auth_type.as_str())
+        .bind(link.auth_username.as_str())
+        .bind(i64::from(link.is_active))
+        .bind(link.creation_time.as_micros())
+        .bind(link.last_modified.as_micros())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_link(
+        &mut self,
+        user_id: &UserId,
+        auth_type: &str,
+        auth_username: &str,
+    ) -> StoreResult<Option<AuthId>> {
+        let row = sqlx::query(
+            "DELETE FROM sso_linked_auth WHERE user_id = $1 AND auth_type = $2 AND auth_username = $3 RETURNING auth_id",
+        )
+        .bind(user_id.as_str())
+        .bind(auth_type)
+        .bind(auth_username)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let id: String = r.try_get("auth_id").map_err(map_err)?;
+                Ok(Some(AuthId::parse(&id).ok_or_else(|| StoreError::corrupt("auth_id"))?))
+            }
+        }
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+}
+
+/// The `WHERE` clause and values of a search (reference semantics: `UserQuery::matches`).
+fn search_filter(q: &UserQuery) -> (String, Vec<Val>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut vals: Vec<Val> = Vec::new();
+    let next = |v: Val, vals: &mut Vec<Val>| {
+        vals.push(v);
+        format!("${}", vals.len())
+    };
+    if let Some(id) = &q.user_id {
+        let p = next(Val::text(id.as_str()), &mut vals);
+        conds.push(format!("user_id = {p}"));
+    } else if let Some(name) = &q.username {
+        let p = next(Val::text(name), &mut vals);
+        conds.push(format!("username = {p}"));
+    } else {
+        if !q.names.is_empty() {
+            let parts: Vec<String> = q
+                .names
+                .iter()
+                .map(|(f, v)| {
+                    let p = next(Val::text(v), &mut vals);
+                    if q.names_exact {
+                        format!("{} = {p}", f.column())
+                    } else {
+                        format!("instr({}, {p}) > 0", f.column())
+                    }
+                })
+                .collect();
+            let op = if q.names_or { " OR " } else { " AND " };
+            conds.push(format!("({})", parts.join(op)));
+        }
+        if let Some(idx) = &q.email_idx {
+            let p = next(Val::text(idx), &mut vals);
+            conds.push(format!("email_idx = {p}"));
+        }
+        if let Some(s) = q.sign_up_status {
+            let p = next(Val::text(s.as_str()), &mut vals);
+            conds.push(format!("sign_up_status = {p}"));
+        }
+        if let Some(s) = q.approval_status {
+            let p = next(Val::text(s.as_str()), &mut vals);
+            conds.push(format!("approval_status = {p}"));
+        }
+    }
+    let clause = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
+    (clause, vals)
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn begin(&self) -> StoreResult<Box<dyn UserTx>> {
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        Ok(Box::new(Tx { tx }))
+    }
+
+    async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_user WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_user WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn get_by_confirm_token_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_user WHERE confirm_token_hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_by_email_idx(&self, idx: &str) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM sso_user WHERE email_idx = $1")
+            .bind(idx)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {
+        let (clause, vals) = search_filter(q);
+        let mut count = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM sso_user{clause}")));
+        for v in vals.clone() {
+            count = bind(count, v);
+        }
+        let total: i64 = count.fetch_one(&self.pool).await.map_err(map_err)?.try_get("n").map_err(map_err)?;
+        let n = vals.len();
+        let sql = format!(
+            "SELECT * FROM sso_user{clause} ORDER BY display_name ASC NULLS FIRST, username, sign_up_time, user_id \
+             LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut page = sqlx::query(AssertSqlSafe(sql));
+        for v in vals {
+            page = bind(page, v);
+        }
+        let rows = page.bind(i64_of(limit)).bind(i64_of(offset)).fetch_all(&self.pool).await.map_err(map_err)?;
+        let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok((u64_of(total)?, users))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.ping_db().await
+    }
+}
+
+#[async_trait]
+impl PasswordResetStore for SqliteStore {
+    async fn get_prt(&self, token_hash: &[u8; 32]) -> StoreResult<Option<PrtRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_password_reset WHERE token_hash = $1")
+            .bind(token_hash.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(prt_from_row).transpose()
+    }
+
+    async fn delete_expired_prts(&self, now: Timestamp, limit: u64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "DELETE FROM sso_password_reset WHERE token_hash IN \
+             (SELECT token_hash FROM sso_password_reset WHERE expiration_time <= $1 LIMIT $2)",
+        )
+        .bind(now.as_micros())
+        .bind(i64_of(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[async_trait]
+impl LinkedAuthStore for SqliteStore {
+    async fn list_links(&self, user_id: &UserId) -> StoreResult<Vec<LinkedAuthRecord>> {
+        let rows = sqlx::query("SELECT * FROM sso_linked_auth WHERE user_id = $1 ORDER BY creation_time, auth_id")
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    async fn get_link(&self, auth_type: &str, auth_username: &str) -> StoreResult<Option<LinkedAuthRecord>> {
+        let row = sqlx::query("SELECT * FROM sso_linked_auth WHERE auth_type = $1 AND auth_username = $2")
+            .bind(auth_type)
+            .bind(auth_username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(link_from_row).transpose()
+    }
+}
