@@ -111,6 +111,11 @@ impl AuditRecord {
         }
     }
 
+    /// Parses a line written by [`AuditRecord::to_json_line`].
+    pub fn from_json_line(line: &str) -> Option<AuditRecord> {
+        serde_json::from_str(line).ok()
+    }
+
     /// One JSON line (no interior line breaks: JSON escapes CR, LF and control characters).
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
