@@ -120,15 +120,11 @@ impl FileSink {
         }
         for p in paths {
             if let Ok(text) = std::fs::read_to_string(&p) {
-                out.extend(text.lines().filter_map(|l| serde_json_from_line(l)));
+                out.extend(text.lines().filter_map(AuditRecord::from_json_line));
             }
         }
         out
     }
-}
-
-fn serde_json_from_line(line: &str) -> Option<AuditRecord> {
-    sso_core::audit::AuditRecord::from_json_line(line)
 }
 
 #[async_trait]

@@ -195,6 +195,8 @@ impl Password {
 pub struct TotpKey {
     base32: String,
     bytes: Vec<u8>,
+    issuer: String,
+    account: String,
 }
 
 impl fmt::Debug for TotpKey {
@@ -207,13 +209,13 @@ impl TotpKey {
     /// 20 fresh bytes from the OS CSPRNG (160 bits, 32 base32 characters).
     pub fn generate() -> Result<TotpKey, SsoError> {
         let b = random::bytes::<20>()?;
-        Ok(TotpKey { base32: base32::encode(&b), bytes: b.to_vec() })
+        Ok(TotpKey { base32: base32::encode(&b), bytes: b.to_vec(), issuer: String::new(), account: String::new() })
     }
 
     /// Validates a supplied key (spec/totp.md §5). The error carries no part of the key.
     pub fn parse(input: &str) -> Result<TotpKey, base32::KeyError> {
         let (base32, bytes) = base32::parse_key(input)?;
-        Ok(TotpKey { base32, bytes })
+        Ok(TotpKey { base32, bytes, issuer: String::new(), account: String::new() })
     }
 
     /// The key as base32 text (upper case, no padding).
@@ -227,8 +229,22 @@ impl TotpKey {
     }
 
     /// The `otpauth://` enrolment URI (spec/totp.md §7) for `issuer` and `account`.
-    pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
+    pub fn otpauth_uri_for(&self, issuer: &str, account: &str) -> String {
         crate::crypto::totp::otpauth_uri(issuer, account, &self.base32)
+    }
+
+    /// The enrolment URI with the issuer and account chosen by the operation that returned this key
+    /// (`reset_totp_key`: the new label, else the target's username).
+    pub fn otpauth_uri(&self) -> String {
+        let issuer = if self.issuer.is_empty() { "sso" } else { &self.issuer };
+        self.otpauth_uri_for(issuer, &self.account)
+    }
+
+    /// Sets the issuer and account used by [`TotpKey::otpauth_uri`].
+    pub fn with_uri(mut self, issuer: &str, account: &str) -> Self {
+        self.issuer = issuer.to_owned();
+        self.account = account.to_owned();
+        self
     }
 }
 

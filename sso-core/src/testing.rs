@@ -2,6 +2,9 @@
 //! in-memory audit sink and a collecting notifier, plus helpers for the common set-ups. Used by the
 //! conformance suite, by this crate's tests and by backend crates.
 
+// Test support: a failed fixture step is a failed test, so panicking is the right answer here.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use crate::audit::MemoryAuditSink;

@@ -157,8 +157,9 @@ impl Inner {
         self.throttle_reset(&Key::totp(&target.user_id)).await;
         // 13. notify (no key, no label).
         self.notify(ctx, EventKind::TotpReset, &target, Some(a.rec.actor.clone()));
-        // 14. the key only when generated.
-        Ok(generated.then_some(new_key))
+        // 14. the key only when generated (with the enrolment URI's issuer and account).
+        let account = label.map_or_else(|| target.username.clone(), str::to_owned);
+        Ok(generated.then(|| new_key.with_uri(&cfg.issuer, &account)))
     }
 
     async fn validate_code_inner(
@@ -287,7 +288,7 @@ impl TotpApi<'_> {
             let key = s.totp_key_of(&me.user)?;
             let label = s.decrypt_field(&me.user.user_id, "totp_label", &me.user.totp_label_enc)?;
             let account = if label.is_empty() { me.user.username.clone() } else { label.to_string() };
-            let uri = key.otpauth_uri(&s.cfg.totp.issuer, &account);
+            let uri = key.otpauth_uri_for(&s.cfg.totp.issuer, &account);
             let qr_svg = qr_svg(&uri)?;
             Ok(TotpUri { uri, qr_svg })
         }

@@ -1,0 +1,309 @@
+//! Composing a deployment from configuration: stores chosen per trait by URL (stores with the same
+//! URL share one pool), the key ring (loaded, or created on first start), the audit sinks, and the
+//! `Sso` instance over them. No policy here: only construction.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sso_audit::{FileSink, FileSinkOptions, StdoutSink};
+use sso_core::audit::AuditSink;
+use sso_core::config::{Config, ConfigError, Fsync, SinkKind};
+use sso_core::crypto::aead::KeyRing;
+use sso_core::model::UserQuery;
+use sso_core::store::Stores;
+use sso_core::{Sso, StoreError};
+use sso_store_sqlite::{SqliteOptions, SqliteStore};
+
+/// Why a deployment could not be composed; each maps to a CLI exit code (spec/cli.md §3).
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Configuration or key-ring problem: exit 3.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A backend is unavailable: exit 4.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: exit 5.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WireError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WireError::Config(_) => 3,
+            WireError::Unavailable(_) => 4,
+            WireError::Internal(_) => 5,
+        }
+    }
+}
+
+/// An opened backend.
+#[derive(Clone)]
+enum Backend {
+    Memory(Stores),
+    Sqlite(SqliteStore),
+}
+
+impl Backend {
+    fn stores(&self) -> Stores {
+        match self {
+            Backend::Memory(s) => s.clone(),
+            Backend::Sqlite(s) => s.stores(),
+        }
+    }
+}
+
+/// The opened stores, with what must be closed on shutdown.
+pub struct OpenStores {
+    /// The store set.
+    pub stores: Stores,
+    sqlite: Vec<SqliteStore>,
+}
+
+impl OpenStores {
+    /// Closes the pools (graceful shutdown).
+    pub async fn close(&self) {
+        for s in &self.sqlite {
+            s.close().await;
+        }
+    }
+
+    /// Pending migrations of every SQL store.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, WireError> {
+        let mut out = Vec::new();
+        for s in &self.sqlite {
+            out.extend(s.pending_migrations().await.map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
+    /// Applies migrations to every SQL store.
+    pub async fn migrate(&self) -> Result<(), WireError> {
+        for s in &self.sqlite {
+            s.migrate().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(e: StoreError) -> WireError {
+    WireError::Unavailable(e.to_string())
+}
+
+async fn open_one(cfg: &Config, key: &str, url: &str, migrate: bool) -> Result<Backend, WireError> {
+    if url.starts_with("memory://") {
+        return Ok(Backend::Memory(sso_core::memory::stores()));
+    }
+    if url.starts_with("sqlite:") {
+        let opts = SqliteOptions {
+            pool_max: cfg.store.pool_max,
+            connect_timeout: Duration::from_millis(cfg.store.connect_timeout_ms),
+            busy_timeout: Duration::from_millis(cfg.store.sqlite_busy_timeout_ms),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(cfg.store.startup_retry_s);
+        let mut delay = Duration::from_millis(200);
+        let store = loop {
+            match SqliteStore::open(url, &opts).await {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(store = key, error = %e, "store unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(WireError::Unavailable(format!("{key}: {e}"))),
+            }
+        };
+        if migrate {
+            store.migrate().await.map_err(|e| WireError::Unavailable(format!("{key}: {e}")))?;
+        }
+        return Ok(Backend::Sqlite(store));
+    }
+    Err(WireError::Config(ConfigError::new(
+        key,
+        format!("{} is not supported by this build (sqlite:// and memory:// are)", crate::config::redact_url(url)),
+    )))
+}
+
+/// Opens the stores named by `store.users`, `store.sessions` and `store.counters`.
+pub async fn open_stores(cfg: &Config, migrate: bool) -> Result<OpenStores, WireError> {
+    let mut by_url: HashMap<String, Backend> = HashMap::new();
+    let urls = [
+        ("store.users", cfg.store.users.clone()),
+        ("store.sessions", cfg.store.sessions_url().to_owned()),
+        ("store.counters", cfg.store.counters_url().to_owned()),
+    ];
+    for (key, url) in &urls {
+        if !by_url.contains_key(url) {
+            let b = open_one(cfg, key, url, migrate).await?;
+            by_url.insert(url.clone(), b);
+        }
+    }
+    let get =
+        |url: &String| by_url.get(url).map(Backend::stores).ok_or_else(|| WireError::Internal("store missing".into()));
+    let users = get(&urls[0].1)?;
+    let sessions = get(&urls[1].1)?;
+    let counters = get(&urls[2].1)?;
+    let stores = Stores {
+        users: users.users,
+        resets: users.resets,
+        links: users.links,
+        user_attrs: users.user_attrs,
+        sessions: sessions.sessions,
+        session_attrs: sessions.session_attrs,
+        counters: counters.counters,
+    };
+    let sqlite = by_url
+        .into_values()
+        .filter_map(|b| match b {
+            Backend::Sqlite(s) => Some(s),
+            Backend::Memory(_) => None,
+        })
+        .collect();
+    Ok(OpenStores { stores, sqlite })
+}
+
+/// Whether the users store holds any user (then a missing key ring must not be recreated).
+async fn has_data(stores: &Stores) -> Result<bool, WireError> {
+    let (total, _) = stores.users.search(&UserQuery::default(), 0, 1).await.map_err(unavailable)?;
+    Ok(total > 0)
+}
+
+/// Reads a key-ring file, warning when group or others can read it.
+pub fn read_key_ring(path: &Path) -> Result<KeyRing, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("crypto.key_ring_file", format!("{}: {e}", path.display())))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the key ring file is readable by group or others; chmod 600 it");
+    }
+    KeyRing::from_toml(&text).map_err(|e| ConfigError::new("crypto.key_ring_file", e.to_string()))
+}
+
+/// Writes a key ring atomically with mode 0600 (temporary file, then rename).
+pub fn write_key_ring(path: &Path, ring: &KeyRing) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("toml.tmp");
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(ring.to_toml().as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Loads the key ring (`crypto.key_ring_inline`, else the file), creating the file on first start
+/// when allowed and no encrypted data exists yet. Returns the ring and whether it was created.
+pub async fn key_ring(
+    cfg: &Config,
+    stores: &Stores,
+    now: sso_core::time::Timestamp,
+) -> Result<(KeyRing, bool), WireError> {
+    if !cfg.crypto.key_ring_inline.is_empty() {
+        let ring = KeyRing::from_toml(&cfg.crypto.key_ring_inline)
+            .map_err(|e| ConfigError::new("crypto.key_ring_inline", e.to_string()))?;
+        return Ok((ring, false));
+    }
+    let path = Path::new(&cfg.crypto.key_ring_file);
+    if path.exists() {
+        return Ok((read_key_ring(path)?, false));
+    }
+    if !cfg.crypto.create_key_ring {
+        return Err(ConfigError::new("crypto.key_ring_file", format!("{} does not exist", path.display())).into());
+    }
+    if has_data(stores).await? {
+        return Err(ConfigError::new(
+            "crypto.key_ring_file",
+            format!("{} does not exist but the store holds encrypted data; restore the key ring", path.display()),
+        )
+        .into());
+    }
+    let ring = KeyRing::generate(now).map_err(|e| WireError::Internal(e.to_string()))?;
+    write_key_ring(path, &ring)
+        .map_err(|e| ConfigError::new("crypto.key_ring_file", format!("cannot create {}: {e}", path.display())))?;
+    Ok((ring, true))
+}
+
+/// The audit sinks of `audit.sinks`, in order.
+pub fn audit_sinks(cfg: &Config) -> Result<Vec<Arc<dyn AuditSink>>, WireError> {
+    let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+    for kind in &cfg.audit.sinks {
+        match kind {
+            SinkKind::Stdout => sinks.push(Arc::new(StdoutSink::new(cfg.audit.stdout.required))),
+            SinkKind::File => {
+                let f = &cfg.audit.file;
+                let sink = FileSink::open(FileSinkOptions {
+                    path: f.path.clone().into(),
+                    max_size_bytes: f.max_size_mb.saturating_mul(1024 * 1024),
+                    max_files: f.max_files,
+                    fsync: f.fsync == Fsync::Always,
+                    required: f.required,
+                })
+                .map_err(|e| ConfigError::new("audit.file.path", format!("{}: {e}", f.path)))?;
+                sinks.push(Arc::new(sink));
+            }
+            SinkKind::Sql | SinkKind::Redis => {
+                return Err(ConfigError::new(
+                    "audit.sinks",
+                    format!("the {} sink is not available in this build (stdout and file are)", kind.as_str()),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(sinks)
+}
+
+/// A composed deployment.
+pub struct Deployment {
+    /// The facade.
+    pub sso: Sso,
+    /// The stores (to close on shutdown).
+    pub stores: OpenStores,
+    /// The configuration in effect.
+    pub cfg: Config,
+}
+
+/// Where a deployment runs: the server writes audit records to every configured sink; CLI
+/// commands skip `stdout`, which carries their own output (one JSON document with `--output json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `sso serve`.
+    Server,
+    /// An administrative command.
+    Cli,
+}
+
+/// Opens stores, loads (or creates) the key ring, opens sinks and builds the `Sso`.
+pub async fn deploy(cfg: Config, migrate: bool, role: Role) -> Result<Deployment, WireError> {
+    let opened = open_stores(&cfg, migrate).await?;
+    let now = sso_core::time::Clock::now(&sso_core::time::SystemClock);
+    let (ring, created) = key_ring(&cfg, &opened.stores, now).await?;
+    if created {
+        eprintln!(
+            "NOTICE: created the key ring {} (mode 0600). Back it up: without it encrypted data cannot be read.",
+            cfg.crypto.key_ring_file
+        );
+    }
+    let mut builder = Sso::builder(cfg.clone(), opened.stores.clone()).key_ring(ring);
+    if cfg.crypto.key_ring_inline.is_empty() {
+        let path = cfg.crypto.key_ring_file.clone();
+        builder = builder.key_ring_reloader(move || read_key_ring(Path::new(&path)).ok());
+    }
+    for sink in audit_sinks(&cfg)? {
+        if role == Role::Cli && sink.name() == "stdout" {
+            continue;
+        }
+        builder = builder.audit_sink(sink);
+    }
+    let sso = builder.build().await.map_err(|e| match e {
+        sso_core::service::BuildError::Config(c) => WireError::Config(c),
+        sso_core::service::BuildError::Internal(s) => WireError::Internal(s),
+    })?;
+    Ok(Deployment { sso, stores: opened, cfg })
+}
