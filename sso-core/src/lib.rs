@@ -17,6 +17,8 @@
 
 pub mod audit;
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod crypto;
 pub mod error;
 pub mod ids;

@@ -11,5 +11,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod notify;
 pub mod server;
 pub mod wiring;

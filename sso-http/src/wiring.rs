@@ -295,6 +295,11 @@ pub async fn deploy(cfg: Config, migrate: bool, role: Role) -> Result<Deployment
         let path = cfg.crypto.key_ring_file.clone();
         builder = builder.key_ring_reloader(move || read_key_ring(Path::new(&path)).ok());
     }
+    if let Some(n) =
+        crate::notify::WebhookNotifier::start(&cfg.notify).map_err(|e| ConfigError::new("notify.webhook_url", e))?
+    {
+        builder = builder.notifier(Arc::new(n));
+    }
     for sink in audit_sinks(&cfg)? {
         if role == Role::Cli && sink.name() == "stdout" {
             continue;

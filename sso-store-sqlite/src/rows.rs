@@ -368,12 +368,13 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let msg = db.message();
             if db.is_unique_violation() {
-                let what = if msg.contains("username") {
+                // Most specific columns first: `sso_linked_auth.auth_username` contains "username".
+                let what = if msg.contains("auth_type") || msg.contains("auth_username") {
+                    "principal"
+                } else if msg.contains("sso_user.username") {
                     "username"
                 } else if msg.contains("confirm_token_hash") {
                     "confirm_token_hash"
-                } else if msg.contains("auth_type") || msg.contains("auth_username") {
-                    "principal"
                 } else if msg.contains("sso_user.user_id") {
                     "user_id"
                 } else if msg.contains("token_hash") {

@@ -18,6 +18,8 @@ async fn fresh() -> Stores {
     fresh_store().await.stores()
 }
 
+sso_core::conformance_tests!(fresh);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_login_and_reset_over_sqlite() {
     let f = Fixture::with(fresh().await, |_| {}).await;

@@ -1,1 +1,2 @@
+//! `cargo xtask`: the project's automation (CI, benchmarks, fuzzing).
 fn main() {}

@@ -31,7 +31,13 @@ impl Hasher {
         } else {
             max_concurrent
         };
-        Hasher { params, permits: Arc::new(Semaphore::new(n)), queue_timeout, in_flight: AtomicU64::new(0), verifications: AtomicU64::new(0) }
+        Hasher {
+            params,
+            permits: Arc::new(Semaphore::new(n)),
+            queue_timeout,
+            in_flight: AtomicU64::new(0),
+            verifications: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn params(&self) -> HashParams {

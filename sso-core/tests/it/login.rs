@@ -26,7 +26,7 @@ async fn patch(f: &Fixture, id: &UserId, p: UserPatch) {
 }
 
 fn last_login(f: &Fixture) -> sso_core::audit::AuditRecord {
-    f.audit.records().into_iter().filter(|r| r.op == "user.login").last().unwrap()
+    f.audit.records().into_iter().rfind(|r| r.op == "user.login").unwrap()
 }
 
 async fn totp_user(f: &Fixture, name: &str) -> (UserId, TotpKey) {
@@ -155,7 +155,11 @@ async fn step6_totp_missing_wrong_and_replayed() {
     assert_eq!(code(f.login("alice", Some(&good)).await), Code::E005001);
     assert_eq!(last_login(&f).reason.as_deref(), Some("totp_replay"));
     // A wrong password never reaches the TOTP step.
-    let e = f.sso.user().login(&f.anon(), "alice", &Password::new("nope-nope-nope"), None, Some(&TotpCode::new(&good))).await;
+    let e = f
+        .sso
+        .user()
+        .login(&f.anon(), "alice", &Password::new("nope-nope-nope"), None, Some(&TotpCode::new(&good)))
+        .await;
     assert_eq!(last_login(&f).reason.as_deref(), Some("bad_password"));
     assert_eq!(code(e), Code::E005001);
 }
@@ -203,7 +207,14 @@ async fn step6_malformed_codes_are_refused_and_counted() {
     let (id, key) = totp_user(&f, "alice").await;
     let good = f.code_now(&key, 0);
     let trimmed = good.trim_start_matches('0').to_owned();
-    for bad in [format!(" {good}"), format!("{good}\n"), format!("+{}", &good[1..]), "０８１８０４".into(), format!("{good}5"), trimmed] {
+    for bad in [
+        format!(" {good}"),
+        format!("{good}\n"),
+        format!("+{}", &good[1..]),
+        "０８１８０４".into(),
+        format!("{good}5"),
+        trimmed,
+    ] {
         if bad == good {
             continue;
         }
@@ -271,14 +282,34 @@ async fn step9_locked_only_after_the_password() {
 async fn step10_and_11_signup_and_approval_state() {
     let f = Fixture::memory().await;
     let id = f.create_user("alice", false).await;
-    patch(&f, &id, UserPatch { sign_up_status: Some(sso_core::model::SignUpStatus::BeforeConfirmation), ..Default::default() }).await;
+    patch(
+        &f,
+        &id,
+        UserPatch { sign_up_status: Some(sso_core::model::SignUpStatus::BeforeConfirmation), ..Default::default() },
+    )
+    .await;
     assert_eq!(code(f.login("alice", None).await), Code::E005003);
-    patch(&f, &id, UserPatch { sign_up_status: Some(sso_core::model::SignUpStatus::Final), ..Default::default() }).await;
-    patch(&f, &id, UserPatch { approval_status: Some(sso_core::model::ApprovalStatus::BeforeDecision), ..Default::default() }).await;
+    patch(&f, &id, UserPatch { sign_up_status: Some(sso_core::model::SignUpStatus::Final), ..Default::default() })
+        .await;
+    patch(
+        &f,
+        &id,
+        UserPatch { approval_status: Some(sso_core::model::ApprovalStatus::BeforeDecision), ..Default::default() },
+    )
+    .await;
     assert_eq!(code(f.login("alice", None).await), Code::E005004);
     assert_eq!(code(login_pw(&f, "alice", "wrong-password-x").await), Code::E005001);
     // Order: locked (9) before not confirmed (10) before not approved (11).
-    patch(&f, &id, UserPatch { is_locked: Some(true), sign_up_status: Some(sso_core::model::SignUpStatus::BeforeConfirmation), ..Default::default() }).await;
+    patch(
+        &f,
+        &id,
+        UserPatch {
+            is_locked: Some(true),
+            sign_up_status: Some(sso_core::model::SignUpStatus::BeforeConfirmation),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(code(f.login("alice", None).await), Code::E005002);
 }
 

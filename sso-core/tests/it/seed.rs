@@ -16,11 +16,19 @@ async fn record(f: &Fixture, id: &UserId) -> UserRecord {
 }
 
 fn stored_key(f: &Fixture, u: &UserRecord) -> String {
-    f.sso.key_ring().decrypt_string(&aad::user_field(u.user_id.as_str(), "totp_key"), &u.totp_key_enc).unwrap().to_string()
+    f.sso
+        .key_ring()
+        .decrypt_string(&aad::user_field(u.user_id.as_str(), "totp_key"), &u.totp_key_enc)
+        .unwrap()
+        .to_string()
 }
 
 fn stored_label(f: &Fixture, u: &UserRecord) -> String {
-    f.sso.key_ring().decrypt_string(&aad::user_field(u.user_id.as_str(), "totp_label"), &u.totp_label_enc).unwrap().to_string()
+    f.sso
+        .key_ring()
+        .decrypt_string(&aad::user_field(u.user_id.as_str(), "totp_label"), &u.totp_label_enc)
+        .unwrap()
+        .to_string()
 }
 
 fn code_of(e: &SsoError) -> Code {
@@ -148,7 +156,9 @@ async fn invalid_keys_get_e008002_and_change_nothing() {
     assert_eq!(record(&f, &id).await, before, "user row unchanged");
     assert_eq!(reset_records(&f).len(), 6, "each refusal audited");
     // 80 bits exactly is valid.
-    assert!(f.sso.user().reset_totp_key(&f.as_user(&ust), None, Some("JBSWY3DPEHPK3PXP"), None).await.unwrap().is_none());
+    assert!(
+        f.sso.user().reset_totp_key(&f.as_user(&ust), None, Some("JBSWY3DPEHPK3PXP"), None).await.unwrap().is_none()
+    );
 }
 
 #[tokio::test]
@@ -203,14 +213,26 @@ async fn one_audit_record_per_call_without_the_key_or_label() {
     let (_alice, alice_ust) = f.user_with_session("alice", false).await;
     let bob = f.create_user("bob", false).await;
     f.audit.clear();
-    let generated = f.sso.user().reset_totp_key(&f.as_user(&alice_ust), None, None, Some("SecretLabel1")).await.unwrap().unwrap();
-    f.sso.user().reset_totp_key(&f.as_user(&su_ust), Some(&bob), Some("KMCLCWN4YPMD2WO3"), Some("SecretLabel2")).await.unwrap();
-    let _ = f.sso.user().reset_totp_key(&f.as_user(&alice_ust), Some(&bob), Some("JBSWY3DPEHPK3PXP"), None).await.unwrap_err();
+    let generated =
+        f.sso.user().reset_totp_key(&f.as_user(&alice_ust), None, None, Some("SecretLabel1")).await.unwrap().unwrap();
+    f.sso
+        .user()
+        .reset_totp_key(&f.as_user(&su_ust), Some(&bob), Some("KMCLCWN4YPMD2WO3"), Some("SecretLabel2"))
+        .await
+        .unwrap();
+    let _ = f
+        .sso
+        .user()
+        .reset_totp_key(&f.as_user(&alice_ust), Some(&bob), Some("JBSWY3DPEHPK3PXP"), None)
+        .await
+        .unwrap_err();
     let _ = f.sso.user().reset_totp_key(&f.as_user(&alice_ust), None, Some("JBSWY3DP"), None).await.unwrap_err();
     let recs = f.audit.records();
     assert_eq!(recs.len(), 4, "exactly one record per call: {:?}", f.ops());
     assert!(recs.iter().all(|r| r.op == "user.reset_totp_key"));
-    for secret in [generated.expose_base32(), "KMCLCWN4YPMD2WO3", "JBSWY3DPEHPK3PXP", "JBSWY3DP", "SecretLabel1", "SecretLabel2"] {
+    for secret in
+        [generated.expose_base32(), "KMCLCWN4YPMD2WO3", "JBSWY3DPEHPK3PXP", "JBSWY3DP", "SecretLabel1", "SecretLabel2"]
+    {
         assert!(!audit_contains(&f, secret), "{secret} leaked into the audit trail");
     }
     assert_eq!(recs[0].outcome, Outcome::Success);
