@@ -37,11 +37,13 @@ fn value(c: u8) -> Option<u32> {
 }
 
 /// Why a supplied key was refused. Never carries the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// A character outside `A–Z a–z 2–7` (or misplaced `=`).
+    #[error("TOTP key: a character outside the base32 alphabet")]
     Alphabet,
     /// Not 16..=128 characters, or an impossible base32 length.
+    #[error("TOTP key: not 80..=640 bits of base32")]
     Length,
 }
 
