@@ -9,7 +9,8 @@ use sso_core::store::{AttrStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
-use crate::rows::{attr_from_row, map_err, placeholders};
+use crate::rows::{R, map_err};
+use sso_store_sql::{attr_from_row, placeholders};
 
 fn table(scope: AttrScope) -> (&'static str, &'static str) {
     match scope {
@@ -150,7 +151,7 @@ impl AttrStore for SqliteStore {
             q = q.bind(n.clone());
         }
         let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
-        rows.iter().map(attr_from_row).collect()
+        rows.iter().map(|r| attr_from_row(&R(r))).collect()
     }
 
     async fn names(&self, scope: AttrScope, owner: &str, now: Timestamp) -> StoreResult<Vec<String>> {

@@ -9,21 +9,16 @@ use sso_core::store::{SessionStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
-use crate::rows::{SESSION_COLUMNS, bind, history_json, map_err, placeholders, session_from_row, session_values};
+use crate::rows::{R, bind_all, map_err};
+use sso_store_sql::{history_json, insert_session_sql, session_from_row, session_values};
 
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO sso_session ({}) VALUES ({})",
-            SESSION_COLUMNS.join(", "),
-            placeholders(SESSION_COLUMNS.len(), 1)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for v in session_values(record) {
-            q = bind(q, v);
-        }
-        q.execute(&self.pool).await.map_err(map_err)?;
+        bind_all(sqlx::query(AssertSqlSafe(insert_session_sql())), session_values(record))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -33,7 +28,7 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(session_from_row).transpose()
+        row.as_ref().map(|r| session_from_row(&R(r))).transpose()
     }
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {
@@ -99,7 +94,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter().map(session_from_row).collect()
+        rows.iter().map(|r| session_from_row(&R(r))).collect()
     }
 
     async fn delete_by_user(&self, user_id: &UserId, except: Option<&SessionId>) -> StoreResult<u64> {

@@ -9,8 +9,10 @@ use sso_core::store::{ConfirmOutcome, LinkedAuthStore, PasswordResetStore, Store
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
-use crate::rows::{
-    self, USER_COLUMNS, Val, bind, link_from_row, map_err, placeholders, prt_from_row, user_from_row, user_values,
+use crate::rows::{R, bind, bind_all, map_err};
+use sso_store_sql::{
+    INSERT_PRT, SEARCH_ORDER, SQLITE, insert_user_sql, link_from_row, patch_values, prt_from_row, prt_values,
+    search_filter, update_user_sql, user_from_row, user_values,
 };
 
 struct Tx {
@@ -33,34 +35,26 @@ impl UserTx for Tx {
             .fetch_optional(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| user_from_row(&R(r))).transpose()
     }
 
     async fn insert_user(&mut self, user: &UserRecord) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO sso_user ({}) VALUES ({})",
-            USER_COLUMNS.join(", "),
-            placeholders(USER_COLUMNS.len(), 1)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for v in user_values(user) {
-            q = bind(q, v);
-        }
-        q.execute(&mut *self.tx).await.map_err(map_err)?;
+        bind_all(sqlx::query(AssertSqlSafe(insert_user_sql())), user_values(user))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
     async fn update_user(&mut self, user_id: &UserId, patch: &UserPatch) -> StoreResult<()> {
-        let cols = rows::patch_values(patch);
+        let cols = patch_values(patch);
         if cols.is_empty() {
             return match self.get_user(user_id).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::NotFound),
             };
         }
-        let set: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{c} = ${}", i + 2)).collect();
-        let sql = format!("UPDATE sso_user SET {} WHERE user_id = $1", set.join(", "));
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(user_id.as_str().to_owned());
+        let mut q = sqlx::query(AssertSqlSafe(update_user_sql(&cols))).bind(user_id.as_str().to_owned());
         for (_, v) in cols {
             q = bind(q, v);
         }
@@ -144,27 +138,7 @@ impl UserTx for Tx {
     }
 
     async fn insert_prt(&mut self, prt: &PrtRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO sso_password_reset (token_hash, user_id, creation_time, expiration_time, creation_ctx, \
-             has_been_accessed, access_time, access_ctx, reset_key_hash, reset_key_exp_time, is_password_reset, \
-             password_reset_time, password_reset_ctx) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(prt.token_hash.as_slice())
-        .bind(prt.user_id.as_str())
-        .bind(prt.creation_time.as_micros())
-        .bind(prt.expiration_time.as_micros())
-        .bind(prt.creation_ctx.as_str())
-        .bind(i64::from(prt.has_been_accessed))
-        .bind(prt.access_time.map(Timestamp::as_micros))
-        .bind(prt.access_ctx.as_deref())
-        .bind(prt.reset_key_hash.map(|h| h.to_vec()))
-        .bind(prt.reset_key_exp_time.map(Timestamp::as_micros))
-        .bind(i64::from(prt.is_password_reset))
-        .bind(prt.password_reset_time.map(Timestamp::as_micros))
-        .bind(prt.password_reset_ctx.as_deref())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
+        bind_all(sqlx::query(INSERT_PRT), prt_values(prt)).execute(&mut *self.tx).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -253,54 +227,6 @@ impl UserTx for Tx {
     }
 }
 
-/// The `WHERE` clause and values of a search (reference semantics: `UserQuery::matches`).
-fn search_filter(q: &UserQuery) -> (String, Vec<Val>) {
-    let mut conds: Vec<String> = Vec::new();
-    let mut vals: Vec<Val> = Vec::new();
-    let next = |v: Val, vals: &mut Vec<Val>| {
-        vals.push(v);
-        format!("${}", vals.len())
-    };
-    if let Some(id) = &q.user_id {
-        let p = next(Val::text(id.as_str()), &mut vals);
-        conds.push(format!("user_id = {p}"));
-    } else if let Some(name) = &q.username {
-        let p = next(Val::text(name), &mut vals);
-        conds.push(format!("username = {p}"));
-    } else {
-        if !q.names.is_empty() {
-            let parts: Vec<String> = q
-                .names
-                .iter()
-                .map(|(f, v)| {
-                    let p = next(Val::text(v), &mut vals);
-                    if q.names_exact {
-                        format!("{} = {p}", f.column())
-                    } else {
-                        format!("instr({}, {p}) > 0", f.column())
-                    }
-                })
-                .collect();
-            let op = if q.names_or { " OR " } else { " AND " };
-            conds.push(format!("({})", parts.join(op)));
-        }
-        if let Some(idx) = &q.email_idx {
-            let p = next(Val::text(idx), &mut vals);
-            conds.push(format!("email_idx = {p}"));
-        }
-        if let Some(s) = q.sign_up_status {
-            let p = next(Val::text(s.as_str()), &mut vals);
-            conds.push(format!("sign_up_status = {p}"));
-        }
-        if let Some(s) = q.approval_status {
-            let p = next(Val::text(s.as_str()), &mut vals);
-            conds.push(format!("approval_status = {p}"));
-        }
-    }
-    let clause = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-    (clause, vals)
-}
-
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn UserTx>> {
@@ -314,7 +240,7 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| user_from_row(&R(r))).transpose()
     }
 
     async fn get_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
@@ -323,7 +249,7 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| user_from_row(&R(r))).transpose()
     }
 
     async fn get_by_confirm_token_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<UserRecord>> {
@@ -332,7 +258,7 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(user_from_row).transpose()
+        row.as_ref().map(|r| user_from_row(&R(r))).transpose()
     }
 
     async fn find_by_email_idx(&self, idx: &str) -> StoreResult<Vec<UserRecord>> {
@@ -341,29 +267,24 @@ impl UserStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter().map(user_from_row).collect()
+        rows.iter().map(|r| user_from_row(&R(r))).collect()
     }
 
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {
-        let (clause, vals) = search_filter(q);
+        let (clause, vals) = search_filter(q, SQLITE);
         let mut count = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM sso_user{clause}")));
         for v in vals.clone() {
             count = bind(count, v);
         }
         let total: i64 = count.fetch_one(&self.pool).await.map_err(map_err)?.try_get("n").map_err(map_err)?;
         let n = vals.len();
-        let sql = format!(
-            "SELECT * FROM sso_user{clause} ORDER BY display_name ASC NULLS FIRST, username, sign_up_time, user_id \
-             LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
+        let sql = format!("SELECT * FROM sso_user{clause} {SEARCH_ORDER} LIMIT ${} OFFSET ${}", n + 1, n + 2);
         let mut page = sqlx::query(AssertSqlSafe(sql));
         for v in vals {
             page = bind(page, v);
         }
         let rows = page.bind(i64_of(limit)).bind(i64_of(offset)).fetch_all(&self.pool).await.map_err(map_err)?;
-        let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let users = rows.iter().map(|r| user_from_row(&R(r))).collect::<StoreResult<Vec<_>>>()?;
         Ok((u64_of(total)?, users))
     }
 
@@ -380,7 +301,7 @@ impl PasswordResetStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(prt_from_row).transpose()
+        row.as_ref().map(|r| prt_from_row(&R(r))).transpose()
     }
 
     async fn delete_expired_prts(&self, now: Timestamp, limit: u64) -> StoreResult<u64> {
@@ -405,7 +326,7 @@ impl LinkedAuthStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows.iter().map(link_from_row).collect()
+        rows.iter().map(|r| link_from_row(&R(r))).collect()
     }
 
     async fn get_link(&self, auth_type: &str, auth_username: &str) -> StoreResult<Option<LinkedAuthRecord>> {
@@ -415,6 +336,6 @@ impl LinkedAuthStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(link_from_row).transpose()
+        row.as_ref().map(|r| link_from_row(&R(r))).transpose()
     }
 }
