@@ -15,6 +15,7 @@ use sso_core::crypto::aead::KeyRing;
 use sso_core::model::UserQuery;
 use sso_core::store::Stores;
 use sso_core::{Sso, StoreError};
+use sso_store_postgres::{PgOptions, PgStore};
 use sso_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// Why a deployment could not be composed; each maps to a CLI exit code (spec/cli.md §3).
@@ -47,6 +48,7 @@ impl WireError {
 enum Backend {
     Memory(Stores),
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Backend {
@@ -54,6 +56,31 @@ impl Backend {
         match self {
             Backend::Memory(s) => s.clone(),
             Backend::Sqlite(s) => s.stores(),
+            Backend::Postgres(s) => s.stores(),
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Sqlite(s) => s.migrate().await,
+            Backend::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    async fn pending(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(Vec::new()),
+            Backend::Sqlite(s) => s.pending_migrations().await,
+            Backend::Postgres(s) => s.pending_migrations().await,
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Backend::Memory(_) => {}
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
         }
     }
 }
@@ -62,30 +89,30 @@ impl Backend {
 pub struct OpenStores {
     /// The store set.
     pub stores: Stores,
-    sqlite: Vec<SqliteStore>,
+    backends: Vec<Backend>,
 }
 
 impl OpenStores {
     /// Closes the pools (graceful shutdown).
     pub async fn close(&self) {
-        for s in &self.sqlite {
-            s.close().await;
+        for b in &self.backends {
+            b.close().await;
         }
     }
 
     /// Pending migrations of every SQL store.
     pub async fn pending_migrations(&self) -> Result<Vec<String>, WireError> {
         let mut out = Vec::new();
-        for s in &self.sqlite {
-            out.extend(s.pending_migrations().await.map_err(unavailable)?);
+        for b in &self.backends {
+            out.extend(b.pending().await.map_err(unavailable)?);
         }
         Ok(out)
     }
 
     /// Applies migrations to every SQL store.
     pub async fn migrate(&self) -> Result<(), WireError> {
-        for s in &self.sqlite {
-            s.migrate().await.map_err(unavailable)?;
+        for b in &self.backends {
+            b.migrate().await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -95,38 +122,57 @@ fn unavailable(e: StoreError) -> WireError {
     WireError::Unavailable(e.to_string())
 }
 
-async fn open_one(cfg: &Config, key: &str, url: &str, migrate: bool) -> Result<Backend, WireError> {
-    if url.starts_with("memory://") {
-        return Ok(Backend::Memory(sso_core::memory::stores()));
+/// Retries `connect` with exponential backoff until it succeeds or `store.startup_retry_s` passes.
+async fn with_retry<T, F, Fut>(cfg: &Config, key: &str, mut connect: F) -> Result<T, WireError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(cfg.store.startup_retry_s);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(store = key, error = %e, "store unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(WireError::Unavailable(format!("{key}: {e}"))),
+        }
     }
-    if url.starts_with("sqlite:") {
+}
+
+async fn open_one(cfg: &Config, key: &str, url: &str, migrate: bool) -> Result<Backend, WireError> {
+    let backend = if url.starts_with("memory://") {
+        Backend::Memory(sso_core::memory::stores())
+    } else if url.starts_with("sqlite:") {
         let opts = SqliteOptions {
             pool_max: cfg.store.pool_max,
             connect_timeout: Duration::from_millis(cfg.store.connect_timeout_ms),
             busy_timeout: Duration::from_millis(cfg.store.sqlite_busy_timeout_ms),
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(cfg.store.startup_retry_s);
-        let mut delay = Duration::from_millis(200);
-        let store = loop {
-            match SqliteStore::open(url, &opts).await {
-                Ok(s) => break s,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::warn!(store = key, error = %e, "store unreachable; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(WireError::Unavailable(format!("{key}: {e}"))),
-            }
+        Backend::Sqlite(with_retry(cfg, key, || SqliteStore::open(url, &opts)).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let opts = PgOptions {
+            pool_max: cfg.store.pool_max,
+            connect_timeout: Duration::from_millis(cfg.store.connect_timeout_ms),
+            op_timeout: Duration::from_millis(cfg.store.op_timeout_ms),
         };
-        if migrate {
-            store.migrate().await.map_err(|e| WireError::Unavailable(format!("{key}: {e}")))?;
-        }
-        return Ok(Backend::Sqlite(store));
+        Backend::Postgres(with_retry(cfg, key, || PgStore::open(url, &opts)).await?)
+    } else {
+        return Err(WireError::Config(ConfigError::new(
+            key,
+            format!(
+                "{} is not supported by this build (sqlite://, postgres:// and memory:// are)",
+                crate::config::redact_url(url)
+            ),
+        )));
+    };
+    if migrate {
+        backend.migrate().await.map_err(|e| WireError::Unavailable(format!("{key}: {e}")))?;
     }
-    Err(WireError::Config(ConfigError::new(
-        key,
-        format!("{} is not supported by this build (sqlite:// and memory:// are)", crate::config::redact_url(url)),
-    )))
+    Ok(backend)
 }
 
 /// Opens the stores named by `store.users`, `store.sessions` and `store.counters`.
@@ -157,14 +203,7 @@ pub async fn open_stores(cfg: &Config, migrate: bool) -> Result<OpenStores, Wire
         session_attrs: sessions.session_attrs,
         counters: counters.counters,
     };
-    let sqlite = by_url
-        .into_values()
-        .filter_map(|b| match b {
-            Backend::Sqlite(s) => Some(s),
-            Backend::Memory(_) => None,
-        })
-        .collect();
-    Ok(OpenStores { stores, sqlite })
+    Ok(OpenStores { stores, backends: by_url.into_values().collect() })
 }
 
 /// Whether the users store holds any user (then a missing key ring must not be recreated).

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{PASSWORD, Server, cli, code, fresh};
+use common::{PASSWORD, Server, Store, cli, code, fresh, fresh_on};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -26,9 +26,8 @@ async fn create(s: &Server, su: &str, username: &str, extra: Value) -> String {
 
 const BOB_PW: &str = "a fine passphrase for tests";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_totp_sessions_and_passwords_over_http() {
-    let (_dir, admin_id, s, hooks) = fresh("").await;
+async fn users_totp_sessions_and_passwords_over_http(store: Store) {
+    let Some((_dir, admin_id, s, hooks)) = fresh_on(store, "").await else { return };
     let su = admin_ust(&s).await;
 
     // --- the seed: own key generated, then TOTP enabled and enforced at login.
@@ -238,9 +237,8 @@ async fn users_totp_sessions_and_passwords_over_http() {
     assert_eq!(s.login("carol", BOB_PW, None).await.code(), "E005001");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attributes_over_http() {
-    let (_dir, _admin, s, _hooks) = fresh("").await;
+async fn attributes_over_http(store: Store) {
+    let Some((_dir, _admin, s, _hooks)) = fresh_on(store, "").await else { return };
     let su = admin_ust(&s).await;
     let bob = create(&s, &su, "bob", json!({})).await;
     let ust = s.ust("bob", BOB_PW).await;
@@ -322,9 +320,8 @@ async fn snapshot(s: &Server, su: &str) -> Value {
     users
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_the_spec_error_and_changes_nothing() {
-    let (_dir, _admin, s, _hooks) = fresh("").await;
+async fn bad_input_gets_the_spec_error_and_changes_nothing(store: Store) {
+    let Some((_dir, _admin, s, _hooks)) = fresh_on(store, "").await else { return };
     let su = admin_ust(&s).await;
     let bob = create(&s, &su, "bob", json!({})).await;
     let bob_ust = s.ust("bob", BOB_PW).await;
@@ -408,9 +405,8 @@ async fn bad_input_gets_the_spec_error_and_changes_nothing() {
     assert_eq!(s.call(Method::GET, "/user", json!({"ust": bob_ust})).await.status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_users_keys_and_sessions() {
-    let (dir, _admin, mut s, _hooks) = fresh("").await;
+async fn restart_keeps_users_keys_and_sessions(store: Store) {
+    let Some((dir, _admin, mut s, _hooks)) = fresh_on(store, "").await else { return };
     let su = admin_ust(&s).await;
     create(&s, &su, "bob", json!({})).await;
     let bob_ust = s.ust("bob", BOB_PW).await;
@@ -543,3 +539,32 @@ async fn login_warning_and_throttling_over_http() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// The REST end-to-end flows, once on the embedded default and once on PostgreSQL.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    users_totp_sessions_and_passwords_over_http,
+    attributes_over_http,
+    bad_input_gets_the_spec_error_and_changes_nothing,
+    restart_keeps_users_keys_and_sessions,
+);

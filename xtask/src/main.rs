@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's automation, in plain Rust with no dependencies.
 //!
 //! * `cargo xtask ci` — everything CI runs: formatting, lints, doc tests, then every test with
-//!   `cargo nextest` (its closing `Summary` line is the last thing printed).
+//!   `cargo nextest` (its closing `Summary` line is the last thing printed). Before the tests it
+//!   starts a real PostgreSQL on 127.0.0.1 (installing it with apt when missing and running as
+//!   root) and exports `DATABASE_URL`; the server is torn down when the run ends, failures included.
 //!
 //! Each step prints what it runs; the first failure stops the run with a non-zero exit code.
 
@@ -22,9 +24,19 @@ fn run(label: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Resu
 
 fn ci() -> Result<(), String> {
     let started = Instant::now();
-    let env: &[(&str, &str)] = &[("CI", "true"), ("CI_REQUIRE_SERVICES", "1")];
-    run("format", "cargo", &["fmt", "--all", "--", "--check"], env)?;
-    run("lints", "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"], env)?;
+    let base: &[(&str, &str)] = &[("CI", "true"), ("CI_REQUIRE_SERVICES", "1")];
+    run("format", "cargo", &["fmt", "--all", "--", "--check"], base)?;
+    run("lints", "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"], base)?;
+    eprintln!("==> services: starting PostgreSQL");
+    let t = Instant::now();
+    // Dropped (stopped, directory removed) when `ci` returns, whatever the outcome.
+    let pg = sso_testkit::PgServer::start()?;
+    let database_url = pg.url("postgres");
+    eprintln!("<== services: PostgreSQL on 127.0.0.1:{} in {:.1}s", pg.port(), t.elapsed().as_secs_f64());
+    let owned: Vec<(&str, String)> = vec![("DATABASE_URL", database_url)];
+    let mut env: Vec<(&str, &str)> = base.to_vec();
+    env.extend(owned.iter().map(|(k, v)| (*k, v.as_str())));
+    let env = env.as_slice();
     run("doc tests", "cargo", &["test", "--workspace", "--all-features", "--doc", "--quiet"], env)?;
     eprintln!(
         "==> ci so far: {:.0}s; the test run comes last so its Summary line closes the output",

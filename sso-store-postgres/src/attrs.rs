@@ -1,0 +1,244 @@
+//! `AttrStore` for both scopes: `sso_user_attr` (owner `user_id`) and `sso_session_attr` (owner
+//! `session_id`). Every `*_many` runs in one transaction holding an advisory lock on the owner.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sso_core::StoreError;
+use sso_core::model::{AttrRecord, AttrScope, AttrWrite};
+use sso_core::store::{AttrStore, StoreResult};
+use sso_core::time::Timestamp;
+
+use crate::PgStore;
+use crate::rows::{R, map_err, to_odt};
+use sso_store_sql::{attr_from_row, placeholders};
+
+fn table(scope: AttrScope) -> (&'static str, &'static str) {
+    match scope {
+        AttrScope::User => ("sso_user_attr", "user_id"),
+        AttrScope::Session => ("sso_session_attr", "session_id"),
+    }
+}
+
+const LIVE: &str = "(expiration_time IS NULL OR expiration_time > $2)";
+
+async fn count_live(
+    tx: &mut Transaction<'static, Postgres>,
+    scope: AttrScope,
+    owner: &str,
+    names: &[&str],
+    now: Timestamp,
+) -> StoreResult<usize> {
+    let (t, o) = table(scope);
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM {t} WHERE {o} = $1 AND {LIVE} AND name IN ({})",
+        placeholders(names.len(), 3)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner.to_owned()).bind(to_odt(now));
+    for n in names {
+        q = q.bind((*n).to_owned());
+    }
+    let n: i64 = q.fetch_one(&mut **tx).await.map_err(map_err)?.try_get("n").map_err(map_err)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+fn expiry(e: Option<Option<Timestamp>>) -> Option<time::OffsetDateTime> {
+    e.flatten().map(to_odt)
+}
+
+/// Serialises every batch on one owner (absent rows cannot be locked, so lock the owner).
+async fn lock_owner(tx: &mut Transaction<'static, Postgres>, scope: AttrScope, owner: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{}:{owner}", scope.as_str()))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+impl PgStore {
+    async fn upsert(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        items: &[AttrWrite],
+        now: Timestamp,
+        create: bool,
+    ) -> StoreResult<()> {
+        let (t, o) = table(scope);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_owner(&mut tx, scope, owner).await?;
+        if create {
+            let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+            if count_live(&mut tx, scope, owner, &names, now).await? > 0 {
+                return Err(StoreError::Conflict { what: "attr" });
+            }
+        }
+        // An expired row counts as absent: it is replaced, creation time included.
+        let sql = format!(
+            "INSERT INTO {t} ({o}, name, value, is_encrypted, creation_time, last_modified, expiration_time) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6) \
+             ON CONFLICT ({o}, name) DO UPDATE SET value = excluded.value, is_encrypted = excluded.is_encrypted, \
+             last_modified = excluded.last_modified, expiration_time = excluded.expiration_time, \
+             creation_time = CASE WHEN {t}.expiration_time IS NOT NULL AND {t}.expiration_time <= $5 \
+               THEN excluded.creation_time ELSE {t}.creation_time END"
+        );
+        for i in items {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(owner.to_owned())
+                .bind(i.name.clone())
+                .bind(i.value.clone())
+                .bind(i.is_encrypted)
+                .bind(to_odt(now))
+                .bind(expiry(i.expiration_time))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl AttrStore for PgStore {
+    async fn create_many(&self, scope: AttrScope, owner: &str, items: &[AttrWrite], now: Timestamp) -> StoreResult<()> {
+        self.upsert(scope, owner, items, now, true).await
+    }
+
+    async fn set_many(&self, scope: AttrScope, owner: &str, items: &[AttrWrite], now: Timestamp) -> StoreResult<()> {
+        self.upsert(scope, owner, items, now, false).await
+    }
+
+    async fn update_many(&self, scope: AttrScope, owner: &str, items: &[AttrWrite], now: Timestamp) -> StoreResult<()> {
+        let (t, o) = table(scope);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_owner(&mut tx, scope, owner).await?;
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        if count_live(&mut tx, scope, owner, &names, now).await? != names.len() {
+            return Err(StoreError::NotFound);
+        }
+        for i in items {
+            let (sql, exp) = match i.expiration_time {
+                Some(e) => (
+                    format!(
+                        "UPDATE {t} SET value = $3, is_encrypted = $4, last_modified = $5, expiration_time = $6 \
+                         WHERE {o} = $1 AND name = $2"
+                    ),
+                    Some(e.map(to_odt)),
+                ),
+                None => (
+                    format!(
+                        "UPDATE {t} SET value = $3, is_encrypted = $4, last_modified = $5 WHERE {o} = $1 AND name = $2"
+                    ),
+                    None,
+                ),
+            };
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(owner.to_owned())
+                .bind(i.name.clone())
+                .bind(i.value.clone())
+                .bind(i.is_encrypted)
+                .bind(to_odt(now));
+            if let Some(e) = exp {
+                q = q.bind(e);
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_many(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        names: &[String],
+        now: Timestamp,
+    ) -> StoreResult<Vec<AttrRecord>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (t, o) = table(scope);
+        let sql = format!("SELECT * FROM {t} WHERE {o} = $1 AND {LIVE} AND name IN ({})", placeholders(names.len(), 3));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner.to_owned()).bind(to_odt(now));
+        for n in names {
+            q = q.bind(n.clone());
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter().map(|r| attr_from_row(&R(r))).collect()
+    }
+
+    async fn names(&self, scope: AttrScope, owner: &str, now: Timestamp) -> StoreResult<Vec<String>> {
+        let (t, o) = table(scope);
+        let sql = format!("SELECT name FROM {t} WHERE {o} = $1 AND {LIVE} ORDER BY name");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner.to_owned())
+            .bind(to_odt(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(|r| r.try_get::<String, _>("name").map_err(map_err)).collect()
+    }
+
+    async fn delete_many(&self, scope: AttrScope, owner: &str, names: &[String], now: Timestamp) -> StoreResult<()> {
+        let (t, o) = table(scope);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_owner(&mut tx, scope, owner).await?;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        if count_live(&mut tx, scope, owner, &refs, now).await? != names.len() {
+            return Err(StoreError::NotFound);
+        }
+        let sql = format!("DELETE FROM {t} WHERE {o} = $1 AND name IN ({})", placeholders(names.len(), 2));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(owner.to_owned());
+        for n in names {
+            q = q.bind(n.clone());
+        }
+        q.execute(&mut *tx).await.map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn set_expiry_many(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        items: &[(String, Option<Timestamp>)],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let (t, o) = table(scope);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        lock_owner(&mut tx, scope, owner).await?;
+        let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
+        if count_live(&mut tx, scope, owner, &names, now).await? != names.len() {
+            return Err(StoreError::NotFound);
+        }
+        let sql = format!("UPDATE {t} SET expiration_time = $3, last_modified = $4 WHERE {o} = $1 AND name = $2");
+        for (n, e) in items {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(owner.to_owned())
+                .bind(n.clone())
+                .bind(e.map(to_odt))
+                .bind(to_odt(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_expired(&self, now: Timestamp, limit: u64) -> StoreResult<u64> {
+        let mut total = 0;
+        for scope in [AttrScope::User, AttrScope::Session] {
+            let (t, _) = table(scope);
+            let sql = format!(
+                "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE expiration_time IS NOT NULL \
+                 AND expiration_time <= $1 LIMIT $2)"
+            );
+            let r = sqlx::query(AssertSqlSafe(sql))
+                .bind(to_odt(now))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+            total += r.rows_affected();
+        }
+        Ok(total)
+    }
+}

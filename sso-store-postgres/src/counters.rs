@@ -1,0 +1,87 @@
+//! `CounterStore`: throttle counters and TOTP replay markers as single-statement upserts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sso_core::store::{CounterStore, StoreResult};
+use sso_core::time::Timestamp;
+use time::OffsetDateTime;
+
+use crate::PgStore;
+use crate::rows::{from_odt, map_err, to_odt};
+
+#[async_trait]
+impl CounterStore for PgStore {
+    async fn record_failure(&self, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<(u64, Option<Timestamp>)> {
+        let row = sqlx::query(
+            "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ($1, 1, $2, NULL, $3) \
+             ON CONFLICT (key) DO UPDATE SET \
+               value = CASE WHEN sso_counter.expires_at <= $2 THEN 1 ELSE sso_counter.value + 1 END, \
+               prev_at = CASE WHEN sso_counter.expires_at <= $2 THEN NULL ELSE sso_counter.last_at END, \
+               last_at = $2, expires_at = $3 \
+             RETURNING value, prev_at",
+        )
+        .bind(key)
+        .bind(to_odt(now))
+        .bind(to_odt(now.plus(ttl)))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let value: i64 = row.try_get("value").map_err(map_err)?;
+        let prev: Option<OffsetDateTime> = row.try_get("prev_at").map_err(map_err)?;
+        Ok((u64::try_from(value).unwrap_or(0), prev.map(from_odt)))
+    }
+
+    async fn get(&self, key: &str, now: Timestamp) -> StoreResult<Option<(u64, Timestamp)>> {
+        let row = sqlx::query("SELECT value, last_at FROM sso_counter WHERE key = $1 AND expires_at > $2")
+            .bind(key)
+            .bind(to_odt(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let v: i64 = r.try_get("value").map_err(map_err)?;
+                let t: OffsetDateTime = r.try_get("last_at").map_err(map_err)?;
+                Ok(Some((u64::try_from(v).unwrap_or(0), from_odt(t))))
+            }
+        }
+    }
+
+    async fn reset(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sso_counter WHERE key = $1").bind(key).execute(&self.pool).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn advance_step(&self, key: &str, step: u64, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ($1, $2, $3, NULL, $4) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, last_at = excluded.last_at, \
+               expires_at = excluded.expires_at \
+             WHERE sso_counter.value < excluded.value OR sso_counter.expires_at <= $3",
+        )
+        .bind(key)
+        .bind(i64::try_from(step).unwrap_or(i64::MAX))
+        .bind(to_odt(now))
+        .bind(to_odt(now.plus(ttl)))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM sso_counter WHERE expires_at <= $1")
+            .bind(to_odt(now))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.ping_db().await
+    }
+}

@@ -1,0 +1,129 @@
+//! # sso-store-postgres
+//!
+//! Every store trait of `sso-core` over PostgreSQL: `sqlx` runtime queries on a `PgPool`, embedded
+//! migrations (`sso migrate` or at start-up), uniqueness and atomicity in the database (unique
+//! constraints, `INSERT … ON CONFLICT`, single-statement compare-and-set for counters and the TOTP
+//! replay marker, transactions for multi-row changes, advisory locks for all-or-nothing attribute
+//! batches). Column lists, row mapping and the search filter are shared with SQLite through
+//! `sso-store-sql`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+mod attrs;
+mod counters;
+mod rows;
+mod sessions;
+mod users;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sso_core::StoreError;
+use sso_core::store::Stores;
+
+/// Connection settings (from `[store]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections in the pool.
+    pub pool_max: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// Statement timeout (`statement_timeout`).
+    pub op_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { pool_max: 10, connect_timeout: Duration::from_secs(5), op_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A PostgreSQL database holding any of the stores.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl PgStore {
+    /// Connects to a `postgres://` URL (any libpq parameter) and checks the connection.
+    pub async fn open(url: &str, opts: &PgOptions) -> Result<PgStore, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::unavailable(format!("invalid PostgreSQL URL: {e}")))?
+            .options([("statement_timeout", opts.op_timeout.as_millis().to_string())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_max.max(1))
+            .acquire_timeout(opts.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(rows::map_err)?;
+        Ok(PgStore { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::unavailable(format!("migration failed: {e}")))
+    }
+
+    /// The versions and descriptions of migrations not yet applied.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect())
+    }
+
+    /// Every store trait over this database.
+    pub fn stores(&self) -> Stores {
+        let s = Arc::new(self.clone());
+        Stores {
+            users: s.clone(),
+            resets: s.clone(),
+            links: s.clone(),
+            user_attrs: s.clone(),
+            sessions: s.clone(),
+            session_attrs: s.clone(),
+            counters: s,
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Creates a fresh, empty database next to the one `admin_url` names and returns its URL
+    /// (tests: a database per test).
+    pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::unavailable("database names are [A-Za-z0-9_]"));
+        }
+        let pool = PgPoolOptions::new().max_connections(1).connect(admin_url).await.map_err(rows::map_err)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&pool)
+            .await
+            .map_err(rows::map_err)?;
+        pool.close().await;
+        let base = admin_url.split('?').next().unwrap_or(admin_url);
+        let (prefix, _) = base.rsplit_once('/').ok_or_else(|| StoreError::unavailable("URL without a database"))?;
+        Ok(format!("{prefix}/{name}"))
+    }
+
+    async fn ping_db(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(rows::map_err)
+    }
+}
