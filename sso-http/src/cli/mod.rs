@@ -210,6 +210,14 @@ pub enum UserCmd {
         #[arg(long)]
         qr: bool,
     },
+    /// Import Zato users from JSON lines (one row of Zato's user table per line).
+    Import {
+        /// The JSON-lines file.
+        file: PathBuf,
+        /// Validate without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Search users.
     List {
         /// Exact username.
@@ -532,6 +540,40 @@ async fn run_user_with(a: &Admin, cmd: UserCmd, out: &Out) -> Result<(), Failure
                 }
                 None => out.result("ok", json!({"status": "ok"})),
             }
+            Ok(())
+        }
+        UserCmd::Import { file, dry_run } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            let mut rows = Vec::new();
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let row: sso_core::service::ImportRow =
+                    serde_json::from_str(line).map_err(|e| Failure::Usage(format!("line {}: {e}", n + 1)))?;
+                rows.push(row);
+            }
+            if dry_run {
+                out.result(&format!("{} rows parsed; nothing written", rows.len()), json!({"rows": rows.len()}));
+                return Ok(());
+            }
+            let names: Vec<String> = rows.iter().map(|r| r.username.clone()).collect();
+            let outcomes = a.sso.user().import_users(&a.ctx, rows).await.map_err(rule)?;
+            let mut imported = 0;
+            let mut lines = Vec::new();
+            let mut skipped = Vec::new();
+            for (name, o) in names.iter().zip(&outcomes) {
+                match o {
+                    sso_core::service::ImportOutcome::Imported(_) => imported += 1,
+                    sso_core::service::ImportOutcome::Skipped(why) => {
+                        lines.push(format!("skipped {name}: {why}"));
+                        skipped.push(json!({"username": name, "reason": why}));
+                    }
+                }
+            }
+            let mut text = format!("imported {imported}, skipped {}", skipped.len());
+            for l in lines {
+                text.push('\n');
+                text.push_str(&l);
+            }
+            out.result(&text, json!({"imported": imported, "skipped": skipped}));
             Ok(())
         }
         UserCmd::List { username, email, name, approval_status, page, page_size } => {
