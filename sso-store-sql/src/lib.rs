@@ -416,17 +416,39 @@ pub fn prt_from_row(r: &impl RowRead) -> Result<PrtRecord, StoreError> {
     })
 }
 
+/// How a dialect tests "column contains the value" (values are taken literally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Substring {
+    /// `instr(col, $n) > 0` (SQLite).
+    Instr,
+    /// `col LIKE '%' || $n || '%' ESCAPE '\'` with `\ % _` escaped in the value (PostgreSQL: can
+    /// use trigram indexes).
+    EscapedLike,
+}
+
 /// Where SQL dialects differ in the search.
 #[derive(Debug, Clone, Copy)]
 pub struct Dialect {
-    /// `instr({col}, {p}) > 0` (SQLite) or `strpos({col}, {p}) > 0` (Postgres).
-    pub substring_fn: &'static str,
+    /// The substring test.
+    pub substring: Substring,
 }
 
 /// SQLite.
-pub const SQLITE: Dialect = Dialect { substring_fn: "instr" };
+pub const SQLITE: Dialect = Dialect { substring: Substring::Instr };
 /// PostgreSQL.
-pub const POSTGRES: Dialect = Dialect { substring_fn: "strpos" };
+pub const POSTGRES: Dialect = Dialect { substring: Substring::EscapedLike };
+
+/// Escapes `\`, `%` and `_` for a `LIKE … ESCAPE '\'` pattern.
+pub fn like_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// The search order (binary collation comes from the schema): display name (NULL first), username,
 /// sign-up time, user id.
@@ -452,11 +474,19 @@ pub fn search_filter(q: &UserQuery, d: Dialect) -> (String, Vec<Val>) {
                 .names
                 .iter()
                 .map(|(f, v)| {
-                    let p = next(Val::text(v), &mut vals);
                     if q.names_exact {
-                        format!("{} = {p}", f.column())
-                    } else {
-                        format!("{}({}, {p}) > 0", d.substring_fn, f.column())
+                        let p = next(Val::text(v), &mut vals);
+                        return format!("{} = {p}", f.column());
+                    }
+                    match d.substring {
+                        Substring::Instr => {
+                            let p = next(Val::text(v), &mut vals);
+                            format!("instr({}, {p}) > 0", f.column())
+                        }
+                        Substring::EscapedLike => {
+                            let p = next(Val::text(&like_escape(v)), &mut vals);
+                            format!("{} LIKE '%' || {p} || '%' ESCAPE '\\'", f.column())
+                        }
                     }
                 })
                 .collect();
@@ -516,8 +546,14 @@ mod tests {
             ..Default::default()
         };
         let (sql, vals) = search_filter(&q, POSTGRES);
-        assert_eq!(sql, " WHERE (strpos(first_name_upper, $1) > 0 OR strpos(last_name_upper, $2) > 0)");
+        assert_eq!(
+            sql,
+            " WHERE (first_name_upper LIKE '%' || $1 || '%' ESCAPE '\\' OR last_name_upper LIKE '%' || $2 || '%' ESCAPE '\\')"
+        );
         assert_eq!(vals.len(), 2);
+        assert_eq!(like_escape("50%_a\\b"), "50\\%\\_a\\\\b");
+        let (sql, _) = search_filter(&q, SQLITE);
+        assert!(sql.contains("instr(first_name_upper, $1) > 0"));
         assert_eq!(search_filter(&UserQuery::default(), SQLITE).0, "");
     }
 

@@ -27,13 +27,9 @@ fn ci() -> Result<(), String> {
     let base: &[(&str, &str)] = &[("CI", "true"), ("CI_REQUIRE_SERVICES", "1")];
     run("format", "cargo", &["fmt", "--all", "--", "--check"], base)?;
     run("lints", "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"], base)?;
-    eprintln!("==> services: starting PostgreSQL");
-    let t = Instant::now();
-    // Dropped (stopped, directory removed) when `ci` returns, whatever the outcome.
-    let pg = sso_testkit::PgServer::start()?;
-    let database_url = pg.url("postgres");
-    eprintln!("<== services: PostgreSQL on 127.0.0.1:{} in {:.1}s", pg.port(), t.elapsed().as_secs_f64());
-    let owned: Vec<(&str, String)> = vec![("DATABASE_URL", database_url)];
+    // Dropped (stopped, directories removed) when `ci` returns, whatever the outcome.
+    let services = Services::start()?;
+    let owned = services.env();
     let mut env: Vec<(&str, &str)> = base.to_vec();
     env.extend(owned.iter().map(|(k, v)| (*k, v.as_str())));
     let env = env.as_slice();
@@ -61,14 +57,52 @@ fn run_last(label: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) ->
     if status.success() { Ok(()) } else { Err(String::new()) }
 }
 
+/// The servers tests need, started on loopback; dropped (stopped, removed) with this value.
+struct Services {
+    pg: sso_testkit::PgServer,
+}
+
+impl Services {
+    fn start() -> Result<Services, String> {
+        eprintln!("==> services: starting PostgreSQL");
+        let t = Instant::now();
+        let pg = sso_testkit::PgServer::start()?;
+        eprintln!("<== services: PostgreSQL on 127.0.0.1:{} in {:.1}s", pg.port(), t.elapsed().as_secs_f64());
+        Ok(Services { pg })
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("DATABASE_URL", self.pg.url("postgres"))]
+    }
+}
+
+/// `cargo xtask with-services -- <command…>`: runs a command with the test servers up.
+fn with_services(cmd: &[String]) -> Result<(), String> {
+    let (program, args) = cmd.split_first().ok_or("usage: cargo xtask with-services -- <command> [args…]")?;
+    let services = Services::start()?;
+    let env = services.env();
+    for (k, v) in &env {
+        eprintln!("    {k}={v}");
+    }
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{program} failed ({status})")) }
+}
+
 fn usage() -> String {
-    "usage: cargo xtask <ci>".to_owned()
+    "usage: cargo xtask <ci | with-services -- <command…>>".to_owned()
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("with-services") => {
+            with_services(args.get(1..).map(|a| a.strip_prefix(&["--".to_owned()][..]).unwrap_or(a)).unwrap_or(&[]))
+        }
         _ => Err(usage()),
     };
     match result {
