@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's automation, in plain Rust with no dependencies.
 //!
+//! * `cargo xtask bench` — the benchmarks (release build, not part of CI).
+//! * `cargo xtask with-services -- <cmd>` — runs a command with the test servers up.
 //! * `cargo xtask ci` — everything CI runs: formatting, lints, doc tests, then every test with
 //!   `cargo nextest` (its closing `Summary` line is the last thing printed). Before the tests it
-//!   starts a real PostgreSQL on 127.0.0.1 (installing it with apt when missing and running as
-//!   root) and exports `DATABASE_URL`; the server is torn down when the run ends, failures included.
+//!   starts a real PostgreSQL, Redis and a 3-master Redis Cluster on 127.0.0.1 (installing them
+//!   with apt when missing and running as root) and exports `DATABASE_URL`, `REDIS_URL` and
+//!   `REDIS_CLUSTER_URL`; the servers are torn down when the run ends, failures included.
 //!
 //! Each step prints what it runs; the first failure stops the run with a non-zero exit code.
 
@@ -60,19 +63,33 @@ fn run_last(label: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) ->
 /// The servers tests need, started on loopback; dropped (stopped, removed) with this value.
 struct Services {
     pg: sso_testkit::PgServer,
+    redis: sso_testkit::RedisServer,
+    cluster: sso_testkit::RedisCluster,
 }
 
 impl Services {
     fn start() -> Result<Services, String> {
-        eprintln!("==> services: starting PostgreSQL");
+        eprintln!("==> services: starting PostgreSQL, Redis and a 3-master Redis Cluster");
         let t = Instant::now();
         let pg = sso_testkit::PgServer::start()?;
-        eprintln!("<== services: PostgreSQL on 127.0.0.1:{} in {:.1}s", pg.port(), t.elapsed().as_secs_f64());
-        Ok(Services { pg })
+        let redis = sso_testkit::RedisServer::start()?;
+        let cluster = sso_testkit::RedisCluster::start()?;
+        eprintln!(
+            "<== services: PostgreSQL :{}, Redis :{}, Cluster {} in {:.1}s",
+            pg.port(),
+            redis.port(),
+            cluster.url(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(Services { pg, redis, cluster })
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("DATABASE_URL", self.pg.url("postgres"))]
+        vec![
+            ("DATABASE_URL", self.pg.url("postgres")),
+            ("REDIS_URL", self.redis.url()),
+            ("REDIS_CLUSTER_URL", self.cluster.url()),
+        ]
     }
 }
 
@@ -92,14 +109,28 @@ fn with_services(cmd: &[String]) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{program} failed ({status})")) }
 }
 
+/// `cargo xtask bench [which]`: builds the benchmarks in release mode and runs them; they start
+/// their own servers, and write `BENCHMARKS.md` and `target/bench/summary.json`.
+fn bench(which: &[String]) -> Result<(), String> {
+    run("build", "cargo", &["build", "--release", "-p", "sso-bench", "-p", "sso-http"], &[])?;
+    let root = std::env::current_dir().map_err(|e| e.to_string())?;
+    let root = root.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = which.iter().map(String::as_str).collect();
+    if args.first() == Some(&"--") {
+        args.remove(0);
+    }
+    run("bench", "target/release/sso-bench", &args, &[("SSO_BENCH_OUT", root.as_str())])
+}
+
 fn usage() -> String {
-    "usage: cargo xtask <ci | with-services -- <command…>>".to_owned()
+    "usage: cargo xtask <ci | bench [section] | with-services -- <command…>>".to_owned()
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(args.get(1..).unwrap_or(&[])),
         Some("with-services") => {
             with_services(args.get(1..).map(|a| a.strip_prefix(&["--".to_owned()][..]).unwrap_or(a)).unwrap_or(&[]))
         }

@@ -339,6 +339,10 @@ impl Inner {
         let now = self.now();
         let (remote, _) = self.login_metadata(ctx);
         self.login_account(ctx, &user, &remote, now)?;
+        // A successful TOTP check resets the `totp` key (spec/concepts.md §8), as login step 16 does.
+        if totp_checked {
+            self.throttle_reset(&Key::totp(&user.user_id)).await;
+        }
         let ext = match ext_session_id.filter(|e| !e.is_empty()) {
             Some(e) => format!("{}.{e}", link.auth_id),
             None => link.auth_id.to_string(),
@@ -358,6 +362,11 @@ impl Inner {
             let sid = ust.session_id().ok_or_else(no_session)?;
             let s = self.stores.sessions.get(&sid).await?.ok_or_else(no_session)?;
             if !crate::crypto::digest::ct_eq(&s.ust_hash, &ust.hash()) {
+                return Err(no_session());
+            }
+            // An expired session is already invalid: `E007001` (spec/sessions.md §2); the cleanup
+            // task deletes its record.
+            if s.is_expired(self.now()) {
                 return Err(no_session());
             }
             a.rec.actor = s.user_id.to_string();

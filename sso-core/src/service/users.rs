@@ -226,6 +226,33 @@ fn default_display_name(first: &Option<String>, middle: &Option<String>, last: &
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// Whether an unauthenticated sign-up caller may see `c` (the last column of the code table,
+/// spec/concepts.md §3): used for the codes of embedders' `SignupValidator`s.
+fn signup_public(cfg: &crate::config::Config, c: Code) -> bool {
+    match c {
+        Code::E001001 | Code::E001003 | Code::E001004 => cfg.signup.inform_if_user_invalid,
+        Code::E001002 => cfg.signup.inform_if_user_exists,
+        Code::E002001 | Code::E002003 | Code::E002004 | Code::E002005 => cfg.signup.inform_if_email_invalid,
+        Code::E002002 => cfg.signup.inform_if_email_exists,
+        Code::E003001 | Code::E003002 | Code::E003003 | Code::E003008 => cfg.password.inform_if_invalid,
+        Code::E003006 => cfg.password.inform_if_about_to_expire,
+        Code::E003004
+        | Code::W003005
+        | Code::E003007
+        | Code::E004001
+        | Code::E004002
+        | Code::E005001
+        | Code::E005002
+        | Code::E005003
+        | Code::E005004
+        | Code::E005006
+        | Code::E005007
+        | Code::E005008
+        | Code::E010001 => true,
+        _ => false,
+    }
+}
+
 fn code(c: Code, reason: Reason) -> SsoError {
     SsoError::code(c, reason)
 }
@@ -388,8 +415,9 @@ impl Inner {
         if self.stores.users.get_by_username(&username).await?.is_some() {
             return Err(code(Code::E001002, Reason::Conflict));
         }
-        if let Some(e) = non_empty(&data.email) {
-            policy::check_email(&self.cfg, &e).map_err(|c| code(c, Reason::InvalidInput))?;
+        // Checked as given (not trimmed): surrounding whitespace is whitespace (E002004).
+        if let Some(e) = data.email.as_deref().filter(|e| !e.is_empty()) {
+            policy::check_email(&self.cfg, e).map_err(|c| code(c, Reason::InvalidInput))?;
         }
         if let Some(p) = &data.password
             && !p.is_empty()
@@ -461,7 +489,8 @@ impl Inner {
         let user_invalid = |cd: Code| SsoError::code_public(cd, c.signup.inform_if_user_invalid, Reason::InvalidInput);
         let email_invalid =
             |cd: Code| SsoError::code_public(cd, c.signup.inform_if_email_invalid, Reason::InvalidInput);
-        let email = non_empty(&data.email);
+        // Checked as given (not trimmed): surrounding whitespace is whitespace (E002004).
+        let email = data.email.clone().filter(|e| !e.is_empty());
         if self.stores.users.get_by_username(&data.username).await?.is_some() {
             return Err(SsoError::code_public(Code::E001002, c.signup.inform_if_user_exists, Reason::Conflict));
         }
@@ -495,7 +524,7 @@ impl Inner {
             app_list: &data.app_list,
         };
         for v in &self.validators {
-            v.validate(&sd).map_err(|cd| code(cd, Reason::InvalidInput))?;
+            v.validate(&sd).map_err(|cd| SsoError::code_public(cd, signup_public(c, cd), Reason::InvalidInput))?;
         }
         let approval =
             if c.signup.is_approval_needed { ApprovalStatus::BeforeDecision } else { ApprovalStatus::Approved };
@@ -721,7 +750,7 @@ impl Inner {
             patch.username = Some(name.clone());
         }
         if let Some(v) = &data.email {
-            match v.as_ref().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            match v.as_deref().filter(|s| !s.is_empty()) {
                 Some(e) => {
                     policy::check_email(&self.cfg, e).map_err(|c| code(c, Reason::InvalidInput))?;
                     let (enc, idx) = self.store_email(&target.user_id, e)?;
@@ -1259,14 +1288,22 @@ impl UserApi<'_> {
     /// plain (a `$pbkdf2-sha512$…` password; e-mail, TOTP key and label in clear text).
     pub async fn import_users(&self, ctx: &CallCtx, rows: Vec<ImportRow>) -> SsoResult<Vec<ImportOutcome>> {
         let s = self.s;
-        s.check_app(ctx)?;
-        if !ctx.is_operator() {
-            return Err(SsoError::not_allowed(Reason::NotSuperUser));
+        // A refused call is audited too (one record, spec/users.md "including refusals").
+        let gate = s.audit(ctx, "user.import_user", Kind::Write);
+        let allowed = match s.check_app(ctx) {
+            Err(e) => Err(e),
+            Ok(()) if !ctx.is_operator() => Err(SsoError::not_allowed(Reason::NotSuperUser)),
+            Ok(()) => Ok(()),
+        };
+        if let Err(e) = allowed {
+            return s.finish(gate, Err(e)).await;
         }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut a = s.audit(ctx, "user.import_user", Kind::Write);
             a.detail("username", row.username.clone());
+            // Set before the row's commit writes the record; a skipped row overwrites it below.
+            a.detail("skipped", false);
             let r = s.import_one(&mut a, &row).await;
             let skipped = matches!(&r, Ok(ImportOutcome::Skipped(_)));
             a.detail("skipped", skipped);
