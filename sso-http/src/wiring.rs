@@ -16,6 +16,7 @@ use sso_core::model::UserQuery;
 use sso_core::store::Stores;
 use sso_core::{Sso, StoreError};
 use sso_store_postgres::{PgOptions, PgStore};
+use sso_store_redis::{RedisOptions, RedisStore};
 use sso_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// Why a deployment could not be composed; each maps to a CLI exit code (spec/cli.md §3).
@@ -49,20 +50,57 @@ enum Backend {
     Memory(Stores),
     Sqlite(SqliteStore),
     Postgres(PgStore),
+    Redis(RedisStore),
 }
 
 impl Backend {
-    fn stores(&self) -> Stores {
+    /// Every store of a backend that holds users too.
+    fn stores(&self) -> Option<Stores> {
         match self {
-            Backend::Memory(s) => s.clone(),
-            Backend::Sqlite(s) => s.stores(),
-            Backend::Postgres(s) => s.stores(),
+            Backend::Memory(s) => Some(s.clone()),
+            Backend::Sqlite(s) => Some(s.stores()),
+            Backend::Postgres(s) => Some(s.stores()),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// Puts this backend's sessions (and session attributes) into `into`.
+    fn sessions_into(&self, into: &mut Stores) {
+        match self {
+            Backend::Redis(r) => {
+                let mut s = into.clone();
+                r.apply(&mut s);
+                into.sessions = s.sessions;
+                into.session_attrs = s.session_attrs;
+            }
+            other => {
+                if let Some(s) = other.stores() {
+                    into.sessions = s.sessions;
+                    into.session_attrs = s.session_attrs;
+                }
+            }
+        }
+    }
+
+    /// Puts this backend's counters into `into`.
+    fn counters_into(&self, into: &mut Stores) {
+        match self {
+            Backend::Redis(r) => {
+                let mut s = into.clone();
+                r.apply(&mut s);
+                into.counters = s.counters;
+            }
+            other => {
+                if let Some(s) = other.stores() {
+                    into.counters = s.counters;
+                }
+            }
         }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Backend::Memory(_) => Ok(()),
+            Backend::Memory(_) | Backend::Redis(_) => Ok(()),
             Backend::Sqlite(s) => s.migrate().await,
             Backend::Postgres(s) => s.migrate().await,
         }
@@ -70,7 +108,7 @@ impl Backend {
 
     async fn pending(&self) -> Result<Vec<String>, StoreError> {
         match self {
-            Backend::Memory(_) => Ok(Vec::new()),
+            Backend::Memory(_) | Backend::Redis(_) => Ok(Vec::new()),
             Backend::Sqlite(s) => s.pending_migrations().await,
             Backend::Postgres(s) => s.pending_migrations().await,
         }
@@ -78,7 +116,7 @@ impl Backend {
 
     async fn close(&self) {
         match self {
-            Backend::Memory(_) => {}
+            Backend::Memory(_) | Backend::Redis(_) => {}
             Backend::Sqlite(s) => s.close().await,
             Backend::Postgres(s) => s.close().await,
         }
@@ -160,11 +198,18 @@ async fn open_one(cfg: &Config, key: &str, url: &str, migrate: bool) -> Result<B
             op_timeout: Duration::from_millis(cfg.store.op_timeout_ms),
         };
         Backend::Postgres(with_retry(cfg, key, || PgStore::open(url, &opts)).await?)
+    } else if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
+        let opts = RedisOptions {
+            prefix: cfg.store.redis_prefix.clone(),
+            connect_timeout: Duration::from_millis(cfg.store.connect_timeout_ms),
+            op_timeout: Duration::from_millis(cfg.store.op_timeout_ms),
+        };
+        Backend::Redis(with_retry(cfg, key, || RedisStore::open(url, opts.clone())).await?)
     } else {
         return Err(WireError::Config(ConfigError::new(
             key,
             format!(
-                "{} is not supported by this build (sqlite://, postgres:// and memory:// are)",
+                "{} is not supported by this build (sqlite://, postgres://, redis://, redis+cluster:// and memory:// are)",
                 crate::config::redact_url(url)
             ),
         )));
@@ -189,20 +234,12 @@ pub async fn open_stores(cfg: &Config, migrate: bool) -> Result<OpenStores, Wire
             by_url.insert(url.clone(), b);
         }
     }
-    let get =
-        |url: &String| by_url.get(url).map(Backend::stores).ok_or_else(|| WireError::Internal("store missing".into()));
-    let users = get(&urls[0].1)?;
-    let sessions = get(&urls[1].1)?;
-    let counters = get(&urls[2].1)?;
-    let stores = Stores {
-        users: users.users,
-        resets: users.resets,
-        links: users.links,
-        user_attrs: users.user_attrs,
-        sessions: sessions.sessions,
-        session_attrs: sessions.session_attrs,
-        counters: counters.counters,
-    };
+    let get = |url: &String| by_url.get(url).ok_or_else(|| WireError::Internal("store missing".into()));
+    let mut stores = get(&urls[0].1)?.stores().ok_or_else(|| {
+        WireError::Config(ConfigError::new("store.users", "Redis holds sessions and counters only, not users"))
+    })?;
+    get(&urls[1].1)?.sessions_into(&mut stores);
+    get(&urls[2].1)?.counters_into(&mut stores);
     Ok(OpenStores { stores, backends: by_url.into_values().collect() })
 }
 

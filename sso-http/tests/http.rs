@@ -540,7 +540,8 @@ async fn login_warning_and_throttling_over_http() {
     assert!(statuses.contains(&429), "{statuses:?}");
 }
 
-/// The REST end-to-end flows, once on the embedded default and once on PostgreSQL.
+/// The REST end-to-end flows on the embedded default, on PostgreSQL, and mixed (PostgreSQL users,
+/// Redis sessions and counters).
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -559,6 +560,14 @@ macro_rules! on_every_store {
                 }
             )*
         }
+        mod mixed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Mixed).await
+                }
+            )*
+        }
     };
 }
 
@@ -568,3 +577,29 @@ on_every_store!(
     bad_input_gets_the_spec_error_and_changes_nothing,
     restart_keeps_users_keys_and_sessions,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_sessions_epochs_and_throttling() {
+    let Some((dir, _admin, a, _hooks)) = fresh_on(Store::Mixed, "").await else { return };
+    let (_d2, b) = common::second_node(dir.path()).await;
+    let su = admin_ust(&a).await;
+    create(&a, &su, "bob", json!({})).await;
+    // Log in on A, verify and renew on B.
+    let bob = a.ust("bob", BOB_PW).await;
+    let r = b.call(Method::POST, "/user/session", json!({"current_ust": bob, "target_ust": bob})).await;
+    assert_eq!(r.body["is_valid"], true, "{}", r.body);
+    assert_eq!(b.call(Method::PATCH, "/user/session", json!({"ust": bob})).await.status, 200);
+    // logout-all on B invalidates the session on A.
+    let r = b.call(Method::POST, "/user/logout/all", json!({"ust": bob})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.call(Method::GET, "/user", json!({"ust": bob})).await.code(), "E007001");
+    // Failed logins counted on A throttle the user on B.
+    let mut throttled = false;
+    for _ in 0..5 {
+        let r = a.login("bob", "not the password at all", None).await;
+        throttled |= r.status == 429;
+    }
+    let r = b.login("bob", BOB_PW, None).await;
+    assert!(throttled || r.status == 429, "the user key is shared: {}", r.body);
+    assert_eq!(r.status, 429, "blocked on B by failures on A: {}", r.body);
+}

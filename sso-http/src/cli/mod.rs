@@ -543,7 +543,8 @@ async fn run_user_with(a: &Admin, cmd: UserCmd, out: &Out) -> Result<(), Failure
             Ok(())
         }
         UserCmd::Import { file, dry_run } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
             let mut rows = Vec::new();
             for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let row: sso_core::service::ImportRow =

@@ -25,6 +25,8 @@ pub enum Store {
     Sqlite,
     /// Everything in a fresh PostgreSQL database (`DATABASE_URL` names the server).
     Postgres,
+    /// Users in PostgreSQL; sessions and counters in Redis (`REDIS_URL`) under a fresh prefix.
+    Mixed,
 }
 
 fn require(var: &str) -> Option<String> {
@@ -48,7 +50,30 @@ pub async fn store_toml(store: Store) -> Option<String> {
             let url = sso_store_postgres::PgStore::create_database(&admin, &name).await.unwrap();
             Some(format!("[store]\nusers = {url:?}\n"))
         }
+        Store::Mixed => {
+            let admin = require("DATABASE_URL")?;
+            let redis = require("REDIS_URL")?;
+            let name = format!("sso_e2e_{}", sso_core::ids::Cid::generate());
+            let url = sso_store_postgres::PgStore::create_database(&admin, &name).await.unwrap();
+            let prefix = format!("e2e{}:", sso_core::ids::Cid::generate());
+            Some(format!("[store]\nusers = {url:?}\nsessions = {redis:?}\nredis_prefix = {prefix:?}\n"))
+        }
     }
+}
+
+/// A second node of the deployment in `dir`: its own directory and port, the same configuration
+/// (stores, key ring) otherwise.
+pub async fn second_node(dir: &Path) -> (tempfile::TempDir, Server) {
+    let d2 = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg: toml::Table = std::fs::read_to_string(dir.join("sso.toml")).unwrap().parse().unwrap();
+    if let Some(toml::Value::Table(server)) = cfg.get_mut("server") {
+        server.insert("listen".into(), toml::Value::String(format!("127.0.0.1:{port}")));
+    }
+    std::fs::write(d2.path().join("sso.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    std::fs::copy(dir.join("sso-keys.toml"), d2.path().join("sso-keys.toml")).unwrap();
+    let s = Server::start(d2.path(), port).await;
+    (d2, s)
 }
 
 fn merge(base: &mut toml::Table, extra: toml::Table) {
