@@ -278,7 +278,18 @@ impl UserStore for PgStore {
         }
         let total: i64 = count.fetch_one(&self.pool).await.map_err(map_err)?.try_get("n").map_err(map_err)?;
         let n = vals.len();
-        let sql = format!("SELECT * FROM sso_user{clause} {SEARCH_ORDER} LIMIT ${} OFFSET ${}", n + 1, n + 2);
+        let substring = !q.names.is_empty() && !q.names_exact && q.user_id.is_none() && q.username.is_none();
+        let sql = if substring {
+            // A substring filter matches few rows through the trigram indexes, but a generic plan
+            // would walk the ordered index and filter every row: filter first, then sort.
+            format!(
+                "WITH m AS MATERIALIZED (SELECT * FROM sso_user{clause}) SELECT * FROM m {SEARCH_ORDER} LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            )
+        } else {
+            format!("SELECT * FROM sso_user{clause} {SEARCH_ORDER} LIMIT ${} OFFSET ${}", n + 1, n + 2)
+        };
         let mut page = sqlx::query(AssertSqlSafe(sql));
         for v in vals {
             page = bind(page, v);
