@@ -822,7 +822,8 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            sinks: vec![SinkKind::Stdout, SinkKind::File],
+            // The embedded default audits into its own database (same transaction) and to stdout.
+            sinks: vec![SinkKind::Stdout, SinkKind::Sql],
             on_failure: OnFailure::Fail,
             include_reads: true,
             query_sink: String::new(),

@@ -16,7 +16,7 @@ use sso_core::model::UserQuery;
 use sso_core::store::Stores;
 use sso_core::{Sso, StoreError};
 use sso_store_postgres::{PgOptions, PgStore};
-use sso_store_redis::{RedisOptions, RedisStore};
+use sso_store_redis::{RedisAuditSink, RedisOptions, RedisStore};
 use sso_store_sqlite::{SqliteOptions, SqliteStore};
 
 /// Why a deployment could not be composed; each maps to a CLI exit code (spec/cli.md §3).
@@ -127,13 +127,13 @@ impl Backend {
 pub struct OpenStores {
     /// The store set.
     pub stores: Stores,
-    backends: Vec<Backend>,
+    backends: HashMap<String, Backend>,
 }
 
 impl OpenStores {
     /// Closes the pools (graceful shutdown).
     pub async fn close(&self) {
-        for b in &self.backends {
+        for b in self.backends.values() {
             b.close().await;
         }
     }
@@ -141,7 +141,7 @@ impl OpenStores {
     /// Pending migrations of every SQL store.
     pub async fn pending_migrations(&self) -> Result<Vec<String>, WireError> {
         let mut out = Vec::new();
-        for b in &self.backends {
+        for b in self.backends.values() {
             out.extend(b.pending().await.map_err(unavailable)?);
         }
         Ok(out)
@@ -149,7 +149,7 @@ impl OpenStores {
 
     /// Applies migrations to every SQL store.
     pub async fn migrate(&self) -> Result<(), WireError> {
-        for b in &self.backends {
+        for b in self.backends.values() {
             b.migrate().await.map_err(unavailable)?;
         }
         Ok(())
@@ -234,13 +234,24 @@ pub async fn open_stores(cfg: &Config, migrate: bool) -> Result<OpenStores, Wire
             by_url.insert(url.clone(), b);
         }
     }
+    // The SQL audit sink in the users database shares its transactions (spec/audit.md G3).
+    if sql_sink_colocated(cfg)
+        && let Some(b) = by_url.get_mut(&urls[0].1)
+    {
+        let table = &cfg.audit.sql.table;
+        *b = match b.clone() {
+            Backend::Sqlite(st) => Backend::Sqlite(st.with_audit_table(table)),
+            Backend::Postgres(st) => Backend::Postgres(st.with_audit_table(table)),
+            other => other,
+        };
+    }
     let get = |url: &String| by_url.get(url).ok_or_else(|| WireError::Internal("store missing".into()));
     let mut stores = get(&urls[0].1)?.stores().ok_or_else(|| {
         WireError::Config(ConfigError::new("store.users", "Redis holds sessions and counters only, not users"))
     })?;
     get(&urls[1].1)?.sessions_into(&mut stores);
     get(&urls[2].1)?.counters_into(&mut stores);
-    Ok(OpenStores { stores, backends: by_url.into_values().collect() })
+    Ok(OpenStores { stores, backends: by_url })
 }
 
 /// Whether the users store holds any user (then a missing key ring must not be recreated).
@@ -305,8 +316,18 @@ pub async fn key_ring(
     Ok((ring, true))
 }
 
-/// The audit sinks of `audit.sinks`, in order.
-pub fn audit_sinks(cfg: &Config) -> Result<Vec<Arc<dyn AuditSink>>, WireError> {
+/// Whether the `sql` sink is configured in the users database.
+fn sql_sink_colocated(cfg: &Config) -> bool {
+    cfg.audit.sinks.contains(&SinkKind::Sql) && (cfg.audit.sql.url.is_empty() || cfg.audit.sql.url == cfg.store.users)
+}
+
+/// The audit sinks of `audit.sinks`, in order. Opens a dedicated database or Redis where the sink's
+/// URL names one that the stores do not use.
+pub async fn audit_sinks(
+    cfg: &Config,
+    opened: &mut OpenStores,
+    migrate: bool,
+) -> Result<Vec<Arc<dyn AuditSink>>, WireError> {
     let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
     for kind in &cfg.audit.sinks {
         match kind {
@@ -323,12 +344,53 @@ pub fn audit_sinks(cfg: &Config) -> Result<Vec<Arc<dyn AuditSink>>, WireError> {
                 .map_err(|e| ConfigError::new("audit.file.path", format!("{}: {e}", f.path)))?;
                 sinks.push(Arc::new(sink));
             }
-            SinkKind::Sql | SinkKind::Redis => {
-                return Err(ConfigError::new(
-                    "audit.sinks",
-                    format!("the {} sink is not available in this build (stdout and file are)", kind.as_str()),
-                )
-                .into());
+            SinkKind::Sql => {
+                let c = &cfg.audit.sql;
+                let url = if c.url.is_empty() { cfg.store.users.clone() } else { c.url.clone() };
+                if !opened.backends.contains_key(&url) {
+                    let b = open_one(cfg, "audit.sql.url", &url, migrate).await?;
+                    opened.backends.insert(url.clone(), b);
+                }
+                let sink: Arc<dyn AuditSink> = match opened.backends.get(&url) {
+                    Some(Backend::Sqlite(st)) => Arc::new(
+                        sso_store_sqlite::SqlAuditSink::open(st.clone(), &c.table, c.required)
+                            .await
+                            .map_err(unavailable)?,
+                    ),
+                    Some(Backend::Postgres(st)) => Arc::new(
+                        sso_store_postgres::SqlAuditSink::open(st.clone(), &c.table, c.required)
+                            .await
+                            .map_err(unavailable)?,
+                    ),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "audit.sinks",
+                            "the sql sink needs store.users or audit.sql.url to be sqlite:// or postgres://",
+                        )
+                        .into());
+                    }
+                };
+                sinks.push(sink);
+            }
+            SinkKind::Redis => {
+                let c = &cfg.audit.redis;
+                let url = if c.url.is_empty() { cfg.store.sessions_url().to_owned() } else { c.url.clone() };
+                if !opened.backends.contains_key(&url) {
+                    let b = open_one(cfg, "audit.redis.url", &url, migrate).await?;
+                    opened.backends.insert(url.clone(), b);
+                }
+                match opened.backends.get(&url) {
+                    Some(Backend::Redis(r)) => {
+                        sinks.push(Arc::new(RedisAuditSink::new(r.clone(), &c.stream, c.maxlen, c.required)))
+                    }
+                    _ => {
+                        return Err(ConfigError::new(
+                            "audit.sinks",
+                            "the redis sink needs audit.redis.url (or store.sessions) to be redis:// or redis+cluster://",
+                        )
+                        .into());
+                    }
+                }
             }
         }
     }
@@ -357,7 +419,7 @@ pub enum Role {
 
 /// Opens stores, loads (or creates) the key ring, opens sinks and builds the `Sso`.
 pub async fn deploy(cfg: Config, migrate: bool, role: Role) -> Result<Deployment, WireError> {
-    let opened = open_stores(&cfg, migrate).await?;
+    let mut opened = open_stores(&cfg, migrate).await?;
     let now = sso_core::time::Clock::now(&sso_core::time::SystemClock);
     let (ring, created) = key_ring(&cfg, &opened.stores, now).await?;
     if created {
@@ -376,7 +438,7 @@ pub async fn deploy(cfg: Config, migrate: bool, role: Role) -> Result<Deployment
     {
         builder = builder.notifier(Arc::new(n));
     }
-    for sink in audit_sinks(&cfg)? {
+    for sink in audit_sinks(&cfg, &mut opened, migrate).await? {
         if role == Role::Cli && sink.name() == "stdout" {
             continue;
         }

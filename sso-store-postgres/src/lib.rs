@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod attrs;
+mod audit;
 mod counters;
 mod rows;
 mod sessions;
@@ -23,6 +24,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sso_core::StoreError;
 use sso_core::store::Stores;
+
+pub use audit::SqlAuditSink;
 
 /// Connection settings (from `[store]` in the configuration).
 #[derive(Debug, Clone)]
@@ -44,6 +47,7 @@ impl Default for PgOptions {
 /// A PostgreSQL database holding any of the stores.
 #[derive(Debug, Clone)]
 pub struct PgStore {
+    audit_table: Option<Arc<str>>,
     pool: PgPool,
 }
 
@@ -61,7 +65,7 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(rows::map_err)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, audit_table: None })
     }
 
     /// Applies pending migrations.

@@ -166,3 +166,27 @@ mod outage {
         f.login("alice", None).await.unwrap();
     }
 }
+
+mod sinks {
+    use std::sync::Arc;
+
+    use sso_core::conformance::audit::AuditFixture;
+
+    async fn fresh() -> AuditFixture {
+        match super::fresh_store().await {
+            Some(store) => {
+                let store = store.with_audit_table("sso_audit");
+                let sink = sso_store_postgres::SqlAuditSink::open(store.clone(), "sso_audit", true).await.unwrap();
+                AuditFixture { stores: store.stores(), sink: Arc::new(sink), colocated: true, ages_out: true }
+            }
+            None => AuditFixture {
+                stores: sso_core::memory::stores(),
+                sink: Arc::new(sso_core::audit::MemoryAuditSink::new()),
+                colocated: false,
+                ages_out: true,
+            },
+        }
+    }
+
+    sso_core::audit_conformance_tests!(fresh);
+}

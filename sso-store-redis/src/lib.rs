@@ -22,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod attrs;
+mod audit;
 mod conn;
 mod counters;
 mod sessions;
@@ -29,6 +30,7 @@ mod sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use audit::RedisAuditSink;
 use conn::Conn;
 use sso_core::StoreError;
 use sso_core::store::Stores;

@@ -115,3 +115,27 @@ mod outage {
         assert!(resumed, "service resumes without restarting sso");
     }
 }
+
+mod sinks {
+    use std::sync::Arc;
+
+    use sso_core::conformance::audit::AuditFixture;
+
+    async fn fresh() -> AuditFixture {
+        match super::stores_on("REDIS_URL").await {
+            Some((stores, redis)) => {
+                let stream = format!("audit-{}", sso_core::ids::Cid::generate());
+                let sink = sso_store_redis::RedisAuditSink::new(redis, &stream, 100_000, true);
+                AuditFixture { stores, sink: Arc::new(sink), colocated: false, ages_out: false }
+            }
+            None => AuditFixture {
+                stores: sso_core::memory::stores(),
+                sink: Arc::new(sso_core::audit::MemoryAuditSink::new()),
+                colocated: false,
+                ages_out: true,
+            },
+        }
+    }
+
+    sso_core::audit_conformance_tests!(fresh);
+}

@@ -8,6 +8,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod audit;
+
 use sso_core::StoreError;
 use sso_core::ids::{AuthId, SessionId, UserId};
 use sso_core::model::{

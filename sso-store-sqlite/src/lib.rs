@@ -16,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod attrs;
+mod audit;
 mod counters;
 mod rows;
 mod sessions;
@@ -29,6 +30,8 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sso_core::StoreError;
 use sso_core::store::Stores;
+
+pub use audit::SqlAuditSink;
 
 /// Connection settings (from `[store]` in the configuration).
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ impl Default for SqliteOptions {
 /// An SQLite database holding any of the stores.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    audit_table: Option<Arc<str>>,
     pool: SqlitePool,
 }
 
@@ -71,7 +75,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(rows::map_err)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, audit_table: None })
     }
 
     /// Applies pending migrations.

@@ -16,6 +16,7 @@ use sso_store_sql::{
 };
 
 struct Tx {
+    audit_table: Option<std::sync::Arc<str>>,
     tx: Transaction<'static, Sqlite>,
 }
 
@@ -222,6 +223,18 @@ impl UserTx for Tx {
         }
     }
 
+    async fn insert_audit(&mut self, record: &sso_core::audit::AuditRecord) -> StoreResult<bool> {
+        let Some(table) = &self.audit_table else {
+            return Ok(false);
+        };
+        let sql = sso_store_sql::audit::insert_sql(table);
+        bind_all(sqlx::query(AssertSqlSafe(sql)), sso_store_sql::audit::audit_values(record))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(true)
+    }
+
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.tx.commit().await.map_err(map_err)
     }
@@ -231,7 +244,7 @@ impl UserTx for Tx {
 impl UserStore for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn UserTx>> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-        Ok(Box::new(Tx { tx }))
+        Ok(Box::new(Tx { tx, audit_table: self.audit_table.clone() }))
     }
 
     async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {

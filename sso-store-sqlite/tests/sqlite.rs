@@ -37,3 +37,18 @@ async fn migrations_are_idempotent_and_listed() {
     s.migrate().await.unwrap();
     assert!(s.pending_migrations().await.unwrap().is_empty());
 }
+
+mod sinks {
+    use std::sync::Arc;
+
+    use sso_core::conformance::audit::AuditFixture;
+
+    /// The sql sink in the users database (the embedded default): records share transactions.
+    async fn fresh() -> AuditFixture {
+        let store = super::fresh_store().await.with_audit_table("sso_audit");
+        let sink = sso_store_sqlite::SqlAuditSink::open(store.clone(), "sso_audit", true).await.unwrap();
+        AuditFixture { stores: store.stores(), sink: Arc::new(sink), colocated: true, ages_out: true }
+    }
+
+    sso_core::audit_conformance_tests!(fresh);
+}

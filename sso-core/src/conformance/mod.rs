@@ -26,6 +26,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod attrs;
+pub mod audit;
 pub mod counters;
 pub mod linked;
 pub mod search;

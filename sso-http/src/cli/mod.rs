@@ -73,6 +73,47 @@ pub enum Command {
     /// Session administration.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+/// `sso audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// The last records of the query sink.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: u32,
+        /// Keep printing new records (polling once a second) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// A filtered query, newest first. The global `--cid` is the correlation-id filter here.
+    Query {
+        /// Actor or target: a user id or a username.
+        #[arg(long)]
+        user: Option<String>,
+        /// Operation name, e.g. user.reset_totp_key.
+        #[arg(long)]
+        op: Option<String>,
+        /// success, denied or failure.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// From (inclusive).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (inclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue after this record id.
+        #[arg(long)]
+        before: Option<String>,
+    },
 }
 
 /// `sso config …`
@@ -619,6 +660,100 @@ async fn run_user_with(a: &Admin, cmd: UserCmd, out: &Out) -> Result<(), Failure
     }
 }
 
+fn record_line(r: &sso_core::audit::AuditRecord) -> String {
+    let who = r.target_user_id.as_deref().unwrap_or("-");
+    let codes = if r.sub_status.is_empty() { String::new() } else { format!(" {}", r.sub_status.join(",")) };
+    format!(
+        "{} {} {:<32} {:<8}{codes} actor={} target={who} app={} addr={} cid={}",
+        r.ts,
+        r.id,
+        r.op,
+        r.outcome.as_str(),
+        r.actor,
+        r.current_app,
+        r.remote_addr,
+        r.cid
+    )
+}
+
+async fn run_audit(cmd: AuditCmd, cfg: Config, cid: Option<&str>, out: &Out) -> Result<(), Failure> {
+    use sso_core::audit::{AuditQuery, Outcome};
+    // `--cid` filters `audit query`; the query's own record gets a fresh cid.
+    let filter_cid = cid.map(str::to_owned);
+    let a = admin(cfg, None).await?;
+    let r = async {
+        match cmd {
+            AuditCmd::Query { user, op, outcome, since, until, limit, before } => {
+                let ts = |v: Option<String>, name: &str| -> Result<Option<sso_core::time::Timestamp>, Failure> {
+                    v.map(|s| {
+                        sso_core::time::Timestamp::parse(&s)
+                            .ok_or_else(|| Failure::Usage(format!("--{name}: not a datetime")))
+                    })
+                    .transpose()
+                };
+                let user = match user {
+                    Some(u) if sso_core::ids::UserId::parse(&u).is_some() => Some(u),
+                    Some(name) => Some(user_id_of(&a, &name).await?),
+                    None => None,
+                };
+                let outcome = outcome
+                    .map(|o| {
+                        Outcome::parse(&o).ok_or_else(|| Failure::Usage("--outcome: success, denied or failure".into()))
+                    })
+                    .transpose()?;
+                let q = AuditQuery {
+                    cid: filter_cid,
+                    user_id: user,
+                    op,
+                    outcome,
+                    since: ts(since, "since")?,
+                    until: ts(until, "until")?,
+                    limit,
+                    before,
+                };
+                let page = a.sso.audit().query(&a.ctx, q).await.map_err(rule)?;
+                let mut text: Vec<String> = page.records.iter().map(record_line).collect();
+                if let Some(n) = &page.next_before {
+                    text.push(format!("next: {n}"));
+                }
+                out.result(&text.join("\n"), serde_json::to_value(&page).unwrap_or(Value::Null));
+                Ok(())
+            }
+            AuditCmd::Tail { n, follow } => {
+                let q = AuditQuery { limit: n.clamp(1, 1000), ..Default::default() };
+                let page = a.sso.audit().query(&a.ctx, q).await.map_err(rule)?;
+                let mut last = page.records.first().map(|r| r.id.clone());
+                for r in page.records.iter().rev() {
+                    print_record(out, r);
+                }
+                if !follow {
+                    return Ok(());
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let q = AuditQuery { limit: 1000, ..Default::default() };
+                    let page = a.sso.audit().query(&a.ctx, q).await.map_err(rule)?;
+                    let fresh: Vec<_> =
+                        page.records.iter().filter(|r| last.as_ref().is_none_or(|l| &r.id > l)).collect();
+                    for r in fresh.iter().rev() {
+                        print_record(out, r);
+                    }
+                    if let Some(r) = fresh.first() {
+                        last = Some(r.id.clone());
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    a.stores.close().await;
+    r
+}
+
+fn print_record(out: &Out, r: &sso_core::audit::AuditRecord) {
+    out.result(&record_line(r), serde_json::to_value(r).unwrap_or(Value::Null));
+}
+
 async fn run_session(cmd: SessionCmd, cfg: Config, cid: Option<&str>, out: &Out) -> Result<(), Failure> {
     let a = admin(cfg, cid).await?;
     let r = async {
@@ -804,6 +939,7 @@ async fn dispatch(cli: Cli, out: &Out) -> Result<(), Failure> {
         }
         Command::User(cmd) => run_user(cmd, cfg, cid, out).await,
         Command::Session(cmd) => run_session(cmd, cfg, cid, out).await,
+        Command::Audit(cmd) => run_audit(cmd, cfg, cid, out).await,
     }
 }
 
