@@ -3,6 +3,7 @@
 //!
 //! Run it with `cargo xtask bench` (release build, real servers started on loopback).
 
+mod audit_sinks;
 mod redis_mem;
 mod scale;
 
@@ -76,6 +77,12 @@ async fn main() {
         match redis_mem::run().await {
             Ok(s) => sections.extend(s),
             Err(e) => eprintln!("redis memory benchmark failed: {e}"),
+        }
+    }
+    if only.is_none_or(|o| o == "audit") {
+        match audit_sinks::run().await {
+            Ok(s) => sections.extend(s),
+            Err(e) => eprintln!("audit benchmark failed: {e}"),
         }
     }
     let mut md = String::from(
