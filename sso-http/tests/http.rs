@@ -41,8 +41,10 @@ async fn users_totp_sessions_and_passwords_over_http(store: Store) {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = s.login("admin", PASSWORD, None).await;
     assert_eq!((r.status, r.code()), (403, "E005008".into()));
-    let r = s.login("admin", PASSWORD, Some(&code(&admin_key, 0))).await;
+    let admin_code = code(&admin_key, 0);
+    let r = s.login("admin", PASSWORD, Some(&admin_code)).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    let first_su = su.clone();
     let su = r.s("ust");
     assert_eq!(r.s("user_id"), admin_id);
 
@@ -172,7 +174,8 @@ async fn users_totp_sessions_and_passwords_over_http(store: Store) {
         s.call(Method::PATCH, "/user", json!({"ust": su, "user_id": bob, "is_totp_enabled": true})).await.status,
         200
     );
-    let r = s.login("bob", BOB_PW, Some(&code("KMCLCWN4YPMD2WO3", 0))).await;
+    let bob_code = code("KMCLCWN4YPMD2WO3", 0);
+    let r = s.login("bob", BOB_PW, Some(&bob_code)).await;
     assert_eq!(r.status, 200, "login with the admin-set key: {}", r.body);
     let bob_ust = r.s("ust");
     // A regular user naming another user: E008002, nothing changed.
@@ -235,6 +238,66 @@ async fn users_totp_sessions_and_passwords_over_http(store: Store) {
     let r = s.call(Method::DELETE, "/user", json!({"ust": su, "user_id": carol})).await;
     assert_eq!(r.code(), "E008001", "deleting an unknown user");
     assert_eq!(s.login("carol", BOB_PW, None).await.code(), "E005001");
+
+    // --- the audit trail over REST (super-users only) and through the CLI.
+    let r = s
+        .raw(
+            Method::GET,
+            "/zato/sso/audit?op=user.reset_totp_key&limit=100",
+            vec![],
+            &[("authorization", &format!("Bearer {su}")), ("x-zato-sso-current-app", "CRM")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let resets = r.body["result"].as_array().unwrap();
+    assert!(resets.len() >= 5, "{}", r.body);
+    assert!(resets.iter().all(|x| x["op"] == "user.reset_totp_key"));
+    assert!(
+        resets.iter().any(|x| x["outcome"] == "failure" && x["sub_status"][0] == "E008002"),
+        "refusals are recorded"
+    );
+    let bob_now = s.ust("bob", "third passphrase here").await;
+    let r = s.call(Method::GET, "/audit", json!({"ust": bob_now})).await;
+    assert_eq!((r.status, r.code()), (403, "E005001".into()), "regular users may not read the trail");
+    let out = cli(
+        _dir.path(),
+        &["--output", "json", "audit", "query", "--op", "user.login", "--outcome", "denied", "--limit", "5"],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!page["records"].as_array().unwrap().is_empty());
+
+    // --- no secret anywhere: audit file, SQL audit table (read back whole), logs, database files.
+    let all = s.call(Method::GET, "/audit", json!({"ust": su, "limit": 1000})).await;
+    let mut haystack = all.body.to_string();
+    haystack.push_str(&common::dir_text(_dir.path()));
+    let secrets = [
+        PASSWORD,
+        BOB_PW,
+        "second passphrase here",
+        "third passphrase here",
+        admin_key.as_str(),
+        "KMCLCWN4YPMD2WO3",
+        "JBSWY3DPEHPK3PXP",
+        &format!("\"{admin_code}\""),
+        &format!("\"{bob_code}\""),
+        &first_su,
+        &su,
+        &bob_ust,
+        &s2,
+        &s3,
+        &carol_ust,
+        &prt,
+        &reset_key,
+        &token,
+    ];
+    for secret in secrets {
+        assert!(
+            !haystack.contains(secret),
+            "a secret leaked into the audit trail, logs or database files: {secret:.4}…"
+        );
+    }
 }
 
 async fn attributes_over_http(store: Store) {

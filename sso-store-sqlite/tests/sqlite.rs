@@ -52,3 +52,60 @@ mod sinks {
 
     sso_core::audit_conformance_tests!(fresh);
 }
+
+mod audit_failure {
+    use std::sync::Arc;
+
+    use sso_core::config::{Config, OnFailure};
+    use sso_core::ids::Cid;
+    use sso_core::secret::Password;
+    use sso_core::service::NewUser;
+    use sso_core::{Sso, SsoError};
+
+    async fn sso(on_failure: OnFailure) -> (Sso, sso_store_sqlite::SqliteStore) {
+        let store = super::fresh_store().await.with_audit_table("sso_audit");
+        let sink = sso_store_sqlite::SqlAuditSink::open(store.clone(), "sso_audit", true).await.unwrap();
+        let mut cfg = Config::for_tests();
+        cfg.audit.on_failure = on_failure;
+        let sso = Sso::builder(cfg, store.stores()).audit_sink(Arc::new(sink)).build().await.unwrap();
+        // The audit table becomes unwritable (as for an INSERT-denied role or a full disk).
+        sqlx::query("CREATE TRIGGER no_audit BEFORE INSERT ON sso_audit BEGIN SELECT RAISE(ABORT, 'read-only'); END")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        (sso, store)
+    }
+
+    fn new_user(name: &str) -> NewUser {
+        NewUser {
+            username: Some(name.into()),
+            password: Some(Password::new("correct horse battery staple")),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unwritable_audit_table_fails_closed_and_changes_nothing() {
+        let (sso, _store) = sso(OnFailure::Fail).await;
+        let ctx = sso.operator_ctx(Cid::generate(), "t@h");
+        let e = sso.user().create_user(&ctx, new_user("alice"), true).await.unwrap_err();
+        assert_eq!(e, SsoError::Unavailable { backend: "audit" });
+        assert!(sso.stores().users.get_by_username("alice").await.unwrap().is_none(), "the change was rolled back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_failure_log_lets_operations_succeed() {
+        let (sso, _store) = sso(OnFailure::Log).await;
+        let ctx = sso.operator_ctx(Cid::generate(), "t@h");
+        sso.user().create_user(&ctx, new_user("alice"), true).await.unwrap();
+        assert!(sso.stores().users.get_by_username("alice").await.unwrap().is_some());
+        assert!(sso.render_metrics().contains("sso_audit_failures_total "), "{}", sso.render_metrics());
+        let failures: u64 = sso
+            .render_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("sso_audit_failures_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(failures >= 1, "the failure is counted");
+    }
+}

@@ -420,13 +420,18 @@ impl Inner {
         let in_tx = match tx.insert_audit(&a.rec).await {
             Ok(b) => Some(b),
             Err(e) => {
+                self.trail.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "in-transaction audit insert failed");
                 None
             }
         };
         let sinks_ok = match in_tx {
             Some(in_tx) => self.trail.write(&a.rec, in_tx).await.is_ok(),
-            None => false,
+            None => {
+                // The co-located sql sink just failed; the other sinks still get the record.
+                let _ = self.trail.write(&a.rec, true).await;
+                false
+            }
         };
         if !sinks_ok && self.trail.fail_closed() {
             drop(tx);

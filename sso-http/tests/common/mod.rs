@@ -93,7 +93,7 @@ pub fn write_config(dir: &Path, port: u16, hook_port: u16, store: &str, extra: &
     let text = format!(
         "{store}\n[server]\nlisten = \"127.0.0.1:{port}\"\ncleanup_interval_s = 0\n\n\
          [password]\nallow_weak_hash_params = true\nargon2_memory_kib = 64\nargon2_iterations = 1\n\n\
-         [audit]\nsinks = [\"file\"]\n\n\
+         [audit]\nsinks = [\"file\", \"sql\"]\n\n\
          [notify]\nwebhook_url = \"http://127.0.0.1:{hook_port}/hook\"\nwebhook_secret = \"hook-secret\"\nretries = 0\n",
     );
     let mut base: toml::Table = text.parse().unwrap();
@@ -303,4 +303,18 @@ pub async fn fresh(extra_config: &str) -> (tempfile::TempDir, String, Server, Ho
         Some(x) => x,
         None => unreachable!("SQLite needs no server"),
     }
+}
+
+/// Every byte of every file in `dir` (audit files, logs, the SQLite database and its WAL), lossy.
+pub fn dir_text(dir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(bytes) = std::fs::read(e.path()) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
