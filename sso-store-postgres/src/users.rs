@@ -5,7 +5,9 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use sso_core::StoreError;
 use sso_core::ids::{AuthId, UserId};
 use sso_core::model::{LinkedAuthRecord, PrtRecord, UserPatch, UserQuery, UserRecord};
-use sso_core::store::{ConfirmOutcome, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx};
+use sso_core::store::{
+    ConfirmOutcome, EnvelopeField, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx,
+};
 use sso_core::time::Timestamp;
 
 use crate::PgStore;
@@ -281,6 +283,35 @@ impl UserStore for PgStore {
             .await
             .map_err(map_err)?;
         rows.iter().map(|r| user_from_row(&R(r))).collect()
+    }
+
+    async fn scan_users(&self, after: Option<&UserId>, limit: u64) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM sso_user WHERE user_id > $1 ORDER BY user_id LIMIT $2")
+            .bind(after.map_or("", UserId::as_str))
+            .bind(i64_of(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(|r| user_from_row(&R(r))).collect()
+    }
+
+    async fn replace_envelope(
+        &self,
+        user_id: &UserId,
+        field: EnvelopeField,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let col = field.column();
+        let sql = format!("UPDATE sso_user SET {col} = $3 WHERE user_id = $1 AND {col} = $2");
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(user_id.as_str().to_owned())
+            .bind(old.to_owned())
+            .bind(new.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {

@@ -12,7 +12,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use sso_core::StoreError;
 use sso_core::model::{AttrRecord, AttrScope, AttrWrite};
-use sso_core::store::{AttrStore, StoreResult};
+use sso_core::store::{AttrEnvelope, AttrStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::RedisStore;
@@ -106,6 +106,22 @@ for i = 2, #ARGV, 2 do
   e.lm = ARGV[1]
   redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(e))
 end
+return 1
+",
+    )
+});
+
+/// Compare-and-set of an attribute's value: 1 replaced, 0 not (changed or gone).
+static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local e = cjson.decode(raw)
+if e.v ~= ARGV[2] then return 0 end
+e.v = ARGV[3]
+e.enc = true
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(e))
 return 1
 ",
     )
@@ -370,5 +386,66 @@ impl AttrStore for RedisStore {
             }
         }
         Ok(n)
+    }
+
+    async fn scan_envelopes(
+        &self,
+        scope: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)> {
+        if scope == AttrScope::User {
+            return Ok((Vec::new(), None));
+        }
+        // Every live session is in a cleanup bucket: walk them with ZSCAN (cursor `bucket:zscan`).
+        let (mut bucket, mut zc) = cursor
+            .as_deref()
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(b, z)| Some((b.parse::<usize>().ok()?, z.to_owned())))
+            .unwrap_or((0, "0".to_owned()));
+        let mut out = Vec::new();
+        while bucket < BUCKETS {
+            let key = self.key(&format!("sso-cleanup-{bucket}"), ":e");
+            let (next, items): (String, Vec<String>) = self
+                .conn
+                .cmd(redis::cmd("ZSCAN").arg(&key).arg(&zc).arg("COUNT").arg(limit.max(1)), self.op_timeout())
+                .await?;
+            for sid in items.iter().step_by(2) {
+                for (name, text) in self.all(sid).await? {
+                    if let Ok(e) = serde_json::from_str::<Entry>(&text)
+                        && e.enc
+                    {
+                        out.push(AttrEnvelope { owner: sid.clone(), name, value: e.v });
+                    }
+                }
+            }
+            if next == "0" {
+                bucket += 1;
+                zc = "0".into();
+            } else {
+                zc = next;
+            }
+            if out.len() as u64 >= limit && bucket < BUCKETS {
+                return Ok((out, Some(format!("{bucket}:{zc}"))));
+            }
+        }
+        Ok((out, None))
+    }
+
+    async fn replace_envelope(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        session_only(scope)?;
+        let (_, ak) = self.attr_keys(owner);
+        let r: i64 = self
+            .conn
+            .script(&REPLACE, &[&ak], &[name.to_owned(), old.to_owned(), new.to_owned()], self.op_timeout())
+            .await?;
+        Ok(r == 1)
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use sso_core::StoreError;
 use sso_core::model::{AttrRecord, AttrScope, AttrWrite};
-use sso_core::store::{AttrStore, StoreResult};
+use sso_core::store::{AttrEnvelope, AttrStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
@@ -226,5 +226,61 @@ impl AttrStore for SqliteStore {
             total += r.rows_affected();
         }
         Ok(total)
+    }
+
+    async fn scan_envelopes(
+        &self,
+        scope: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)> {
+        let (t, o) = table(scope);
+        let (after_owner, after_name) = cursor.as_deref().and_then(|c| c.split_once('\t')).unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {o} AS owner, name, value FROM {t} WHERE is_encrypted <> 0 AND ({o}, name) > ($1, $2) ORDER BY {o}, name LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after_owner.to_owned())
+            .bind(after_name.to_owned())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(AttrEnvelope {
+                    owner: r.try_get("owner").map_err(map_err)?,
+                    name: r.try_get("name").map_err(map_err)?,
+                    value: r.try_get("value").map_err(map_err)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = out.len() > limit;
+        out.truncate(limit);
+        let next = if more { out.last().map(|e| format!("{}\t{}", e.owner, e.name)) } else { None };
+        Ok((out, next))
+    }
+
+    async fn replace_envelope(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let (t, o) = table(scope);
+        let sql = format!("UPDATE {t} SET value = $4 WHERE {o} = $1 AND name = $2 AND value = $3");
+        let r = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner.to_owned())
+            .bind(name.to_owned())
+            .bind(old.to_owned())
+            .bind(new.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(r.rows_affected() == 1)
     }
 }

@@ -36,8 +36,8 @@ use sso_core::model::{
     UserPatch, UserQuery, UserRecord, search_order,
 };
 use sso_core::store::{
-    AttrStore, ConfirmOutcome, CounterStore, LinkedAuthStore, PasswordResetStore, SessionStore, StoreResult, Stores,
-    UserStore, UserTx,
+    AttrEnvelope, AttrStore, ConfirmOutcome, CounterStore, EnvelopeField, LinkedAuthStore, PasswordResetStore,
+    SessionStore, StoreResult, Stores, UserStore, UserTx,
 };
 use sso_core::time::Timestamp;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -389,6 +389,39 @@ impl UserStore for CustomStore {
         let take = usize::try_from(limit).unwrap_or(usize::MAX);
         Ok((total, hits.into_iter().skip(skip).take(take).cloned().collect()))
     }
+
+    async fn scan_users(&self, after: Option<&UserId>, limit: u64) -> StoreResult<Vec<UserRecord>> {
+        let s = self.state.lock().await;
+        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        // BTreeMap keys are already in id order.
+        Ok(s.users.values().filter(|u| after.is_none_or(|a| &u.user_id > a)).take(take).cloned().collect())
+    }
+
+    async fn replace_envelope(
+        &self,
+        user_id: &UserId,
+        field: EnvelopeField,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let mut s = self.state.lock().await;
+        let Some(u) = s.users.get_mut(user_id) else {
+            return Ok(false);
+        };
+        let slot = match field {
+            EnvelopeField::TotpKey => Some(&mut u.totp_key_enc),
+            EnvelopeField::TotpLabel => Some(&mut u.totp_label_enc),
+            EnvelopeField::Password => Some(&mut u.password_hash),
+            EnvelopeField::Email => u.email_enc.as_mut(),
+        };
+        match slot {
+            Some(v) if v == old => {
+                new.clone_into(v);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 #[async_trait]
@@ -679,6 +712,50 @@ impl AttrStore for ScopedAttrs {
             left = left.saturating_sub(k);
         }
         Ok(n)
+    }
+
+    async fn scan_envelopes(
+        &self,
+        scope: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)> {
+        let s = self.state.lock().await;
+        // The cursor is `owner<TAB>name` of the last envelope returned; maps iterate in key order.
+        let after = cursor.as_deref().and_then(|c| c.split_once('\t'));
+        let take = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut found: Vec<AttrEnvelope> = s
+            .attrs(scope)
+            .iter()
+            .flat_map(|(owner, attrs)| attrs.values().map(move |a| (owner, a)))
+            .filter(|(owner, a)| {
+                a.is_encrypted && after.is_none_or(|(o, n)| (owner.as_str(), a.name.as_str()) > (o, n))
+            })
+            .take(take.saturating_add(1))
+            .map(|(owner, a)| AttrEnvelope { owner: owner.clone(), name: a.name.clone(), value: a.value.clone() })
+            .collect();
+        let more = found.len() > take;
+        found.truncate(take);
+        let next = if more { found.last().map(|e| format!("{}\t{}", e.owner, e.name)) } else { None };
+        Ok((found, next))
+    }
+
+    async fn replace_envelope(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let mut s = self.state.lock().await;
+        match s.attrs_mut(scope).get_mut(owner).and_then(|m| m.get_mut(name)) {
+            Some(a) if a.value == old => {
+                new.clone_into(&mut a.value);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -336,3 +336,75 @@ pub async fn delete_expired(stores: Stores) {
         assert_eq!(o.names(at(0)).await, names(&["c", "d"]), "{}", o.what("expired ones physically gone"));
     }
 }
+
+/// Key rotation: `scan_envelopes` pages through every encrypted attribute of a scope (and no plain
+/// one) until it returns no cursor; `replace_envelope` is a compare-and-set of the value.
+pub async fn scan_and_replace_envelopes(stores: Stores) {
+    let mut per_scope: Vec<Vec<Owner>> = vec![Vec::new(), Vec::new()];
+    for tag in ["o1", "o2", "o3"] {
+        for (i, o) in owners(&stores, tag).await.into_iter().enumerate() {
+            let mut items = vec![attr("plain", "1")];
+            for n in 0..3 {
+                let mut a = attr(&format!("enc{n}"), &format!("env-{tag}-{n}"));
+                a.is_encrypted = true;
+                items.push(a);
+            }
+            o.create(&items, at(0)).await;
+            per_scope[i].push(o);
+        }
+    }
+    for owners in &per_scope {
+        let first = &owners[0];
+        let mut want: Vec<(String, String, String)> = Vec::new();
+        for o in owners {
+            for n in 0..3 {
+                want.push((o.id.clone(), format!("enc{n}"), format!("env-{}-{n}", &o.id)));
+            }
+        }
+        // The scan: every encrypted attribute at least once, pages of any size, then no cursor.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = None;
+        for _ in 0..100 {
+            let (page, next) = first.store.scan_envelopes(first.scope, cursor.take(), 2).await.expect("scan_envelopes");
+            for e in page {
+                assert_ne!(e.name, "plain", "{}", first.what("scan_envelopes returned a plain attribute"));
+                seen.insert((e.owner, e.name, e.value));
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let seen: Vec<(String, String, String)> = seen.into_iter().collect();
+        let mut want_sorted: Vec<(String, String, String)> =
+            want.iter().map(|(o, n, _)| (o.clone(), n.clone(), String::new())).collect();
+        want_sorted.sort();
+        let mut seen_keys: Vec<(String, String, String)> =
+            seen.iter().map(|(o, n, _)| (o.clone(), n.clone(), String::new())).collect();
+        seen_keys.sort();
+        assert_eq!(seen_keys, want_sorted, "{}", first.what("scan_envelopes covers every encrypted attribute"));
+
+        // Compare-and-set.
+        let (owner, name, value) = &seen[0];
+        let s = first.store.clone();
+        assert!(
+            s.replace_envelope(first.scope, owner, name, value, "rotated").await.unwrap(),
+            "{}",
+            first.what("replace_envelope with the stored value")
+        );
+        assert!(
+            !s.replace_envelope(first.scope, owner, name, value, "again").await.unwrap(),
+            "{}",
+            first.what("replace_envelope with a stale value changes nothing")
+        );
+        assert!(
+            !s.replace_envelope(first.scope, owner, "missing", value, "x").await.unwrap(),
+            "{}",
+            first.what("replace_envelope of a missing attribute")
+        );
+        let o = owners.iter().find(|o| &o.id == owner).unwrap();
+        let got = o.get(name, at(1)).await.unwrap();
+        assert_eq!(got.value, "rotated");
+        assert!(got.is_encrypted, "{}", first.what("a replaced envelope stays encrypted"));
+    }
+}

@@ -85,6 +85,8 @@ macro_rules! __conformance_group {
             email_idx_lookup,
             tx_rollback_on_drop,
             tx_reads_own_writes,
+            scan_users_in_id_order,
+            replace_envelope_compare_and_set,
         ] }
     };
     ($cb:ident [$($args:tt)*] search) => {
@@ -132,6 +134,7 @@ macro_rules! __conformance_group {
             session_attrs_removed_with_session,
             encrypted_flag_round_trip,
             delete_expired,
+            scan_and_replace_envelopes,
         ] }
     };
     ($cb:ident [$($args:tt)*] tokens) => {

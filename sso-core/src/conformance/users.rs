@@ -439,3 +439,49 @@ pub async fn tx_reads_own_writes(stores: Stores) {
     tx.commit().await.unwrap();
     assert_eq!(get_user(&stores, &u.user_id).await.session_epoch, u.session_epoch + 1);
 }
+
+/// Key rotation: `scan_users` pages through every user in id order.
+pub async fn scan_users_in_id_order(stores: Stores) {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let u = bare_user_record(&format!("scan-{i}"));
+        ids.push(u.user_id.clone());
+        insert_user(&stores, &u).await;
+    }
+    ids.sort();
+    let mut got = Vec::new();
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = stores.users.scan_users(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3, "scan_users returns at most `limit` users");
+        let Some(last) = page.last() else { break };
+        after = Some(last.user_id.clone());
+        got.extend(page.into_iter().map(|u| u.user_id));
+    }
+    assert_eq!(got, ids, "scan_users visits every user once, in id order");
+}
+
+/// Key rotation: `replace_envelope` is a compare-and-set of one field.
+pub async fn replace_envelope_compare_and_set(stores: Stores) {
+    use crate::store::EnvelopeField;
+    let u = user_record("envelope");
+    insert_user(&stores, &u).await;
+    let users = &stores.users;
+    for field in EnvelopeField::ALL {
+        let old = field.of(&u).unwrap().to_owned();
+        let new = format!("rotated-{}", field.column());
+        assert!(!users.replace_envelope(&u.user_id, field, "stale", &new).await.unwrap(), "{field:?}: stale value");
+        assert!(users.replace_envelope(&u.user_id, field, &old, &new).await.unwrap(), "{field:?}: current value");
+        let now = get_user(&stores, &u.user_id).await;
+        assert_eq!(field.of(&now), Some(new.as_str()), "{field:?}: replaced");
+    }
+    let after = get_user(&stores, &u.user_id).await;
+    assert_eq!(after.username, u.username, "other fields untouched");
+    assert_eq!(after.totp_key_gen, u.totp_key_gen, "replace_envelope is not a TOTP change");
+    assert!(!users.replace_envelope(&new_user_id(), EnvelopeField::TotpKey, "a", "b").await.unwrap(), "missing user");
+    let bare = bare_user_record("no-email");
+    insert_user(&stores, &bare).await;
+    if bare.email_enc.is_none() {
+        assert!(!users.replace_envelope(&bare.user_id, EnvelopeField::Email, "", "x").await.unwrap(), "NULL email");
+    }
+}

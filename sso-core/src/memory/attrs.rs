@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::error::StoreError;
 use crate::model::{AttrRecord, AttrWrite};
+use crate::store::AttrEnvelope;
 use crate::store::StoreResult;
 use crate::time::Timestamp;
 
@@ -115,4 +116,41 @@ pub(crate) fn delete_expired(m: &mut AttrMap, now: Timestamp, limit: u64) -> u64
         m.remove(n);
     }
     expired.len() as u64
+}
+
+/// The encrypted attributes after `cursor` (`owner\tname`), in (owner, name) order.
+pub(crate) fn scan<'a>(
+    maps: impl Iterator<Item = (&'a str, &'a AttrMap)>,
+    cursor: Option<String>,
+    limit: u64,
+) -> (Vec<AttrEnvelope>, Option<String>) {
+    let after = cursor.as_deref().and_then(|c| c.split_once('\t')).map(|(o, n)| (o.to_owned(), n.to_owned()));
+    let mut all: Vec<AttrEnvelope> = maps
+        .flat_map(|(owner, m)| {
+            m.values().filter(|a| a.is_encrypted).map(move |a| AttrEnvelope {
+                owner: owner.to_owned(),
+                name: a.name.clone(),
+                value: a.value.clone(),
+            })
+        })
+        .filter(|e| after.as_ref().is_none_or(|(o, n)| (e.owner.as_str(), e.name.as_str()) > (o.as_str(), n.as_str())))
+        .collect();
+    all.sort_by(|a, b| (a.owner.as_str(), a.name.as_str()).cmp(&(b.owner.as_str(), b.name.as_str())));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let next = if more { all.last().map(|e| format!("{}\t{}", e.owner, e.name)) } else { None };
+    (all, next)
+}
+
+/// Compare-and-set of an attribute's stored value.
+pub(crate) fn replace(m: &mut AttrMap, name: &str, old: &str, new: &str) -> bool {
+    match m.get_mut(name) {
+        Some(a) if a.value == old => {
+            new.clone_into(&mut a.value);
+            a.is_encrypted = true;
+            true
+        }
+        _ => false,
+    }
 }

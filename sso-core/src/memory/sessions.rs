@@ -10,7 +10,7 @@ use super::poisoned;
 use crate::error::StoreError;
 use crate::ids::{SessionId, UserId};
 use crate::model::{AttrRecord, AttrScope, AttrWrite, HistoryEntry, SessionRecord};
-use crate::store::{AttrStore, SessionStore, StoreResult};
+use crate::store::{AttrEnvelope, AttrStore, SessionStore, StoreResult};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
@@ -223,6 +223,22 @@ impl AttrStore for MemorySessions {
         let sid = session_id(owner)?;
         let mut db = self.lock()?;
         attrs::set_expiry_many(db.attrs.entry(sid).or_default(), items, now)
+    }
+
+    async fn scan_envelopes(
+        &self,
+        _: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)> {
+        let db = self.lock()?;
+        Ok(attrs::scan(db.attrs.iter().map(|(k, v)| (k.as_str(), v)), cursor, limit))
+    }
+
+    async fn replace_envelope(&self, _: AttrScope, owner: &str, name: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let sid = session_id(owner)?;
+        let mut db = self.lock()?;
+        Ok(db.attrs.get_mut(&sid).is_some_and(|m| attrs::replace(m, name, old, new)))
     }
 
     async fn delete_expired(&self, now: Timestamp, limit: u64) -> StoreResult<u64> {

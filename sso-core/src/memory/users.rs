@@ -17,7 +17,10 @@ use crate::model::{
     AttrRecord, AttrScope, AttrWrite, LinkedAuthRecord, PrtRecord, SignUpStatus, UserPatch, UserQuery, UserRecord,
     search_order,
 };
-use crate::store::{AttrStore, ConfirmOutcome, LinkedAuthStore, PasswordResetStore, StoreResult, UserStore, UserTx};
+use crate::store::{
+    AttrEnvelope, AttrStore, ConfirmOutcome, EnvelopeField, LinkedAuthStore, PasswordResetStore, StoreResult,
+    UserStore, UserTx,
+};
 use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
@@ -372,6 +375,44 @@ impl UserStore for MemoryUsers {
         Ok(db.users.values().filter(|u| u.email_idx.as_deref() == Some(idx)).cloned().collect())
     }
 
+    async fn scan_users(&self, after: Option<&UserId>, limit: u64) -> StoreResult<Vec<UserRecord>> {
+        let db = self.db.read().await;
+        let mut ids: Vec<&UserId> = db.users.keys().filter(|id| after.is_none_or(|a| *id > a)).collect();
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .filter_map(|id| db.users.get(id).cloned())
+            .collect())
+    }
+
+    async fn replace_envelope(
+        &self,
+        user_id: &UserId,
+        field: EnvelopeField,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let mut db = self.db.write().await;
+        let Some(u) = db.users.get_mut(user_id) else {
+            return Ok(false);
+        };
+        let slot: &mut String = match field {
+            EnvelopeField::TotpKey => &mut u.totp_key_enc,
+            EnvelopeField::TotpLabel => &mut u.totp_label_enc,
+            EnvelopeField::Password => &mut u.password_hash,
+            EnvelopeField::Email => match u.email_enc.as_mut() {
+                Some(e) => e,
+                None => return Ok(false),
+            },
+        };
+        if slot != old {
+            return Ok(false);
+        }
+        new.clone_into(slot);
+        Ok(true)
+    }
+
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {
         let db = self.db.read().await;
         let mut found: Vec<&UserRecord> = db.users.values().filter(|u| q.matches(u)).collect();
@@ -497,5 +538,20 @@ impl AttrStore for MemoryUsers {
             n += attrs::delete_expired(m, now, limit - n);
         }
         Ok(n)
+    }
+
+    async fn scan_envelopes(
+        &self,
+        _: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)> {
+        let db = self.db.read().await;
+        Ok(attrs::scan(db.attrs.iter().map(|(k, v)| (k.as_str(), v)), cursor, limit))
+    }
+
+    async fn replace_envelope(&self, _: AttrScope, owner: &str, name: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let mut db = self.db.write().await;
+        Ok(db.attrs.get_mut(owner).is_some_and(|m| attrs::replace(m, name, old, new)))
     }
 }

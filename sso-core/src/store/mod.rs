@@ -35,6 +35,66 @@ pub enum ConfirmOutcome {
     Unknown,
 }
 
+/// A secret field of a user row that holds an envelope (spec/totp.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvelopeField {
+    /// `totp_key_enc`
+    TotpKey,
+    /// `totp_label_enc`
+    TotpLabel,
+    /// `email_enc` (when e-mails are encrypted)
+    Email,
+    /// `password_hash` (when hashes are encrypted)
+    Password,
+}
+
+impl EnvelopeField {
+    /// Every field.
+    pub const ALL: [EnvelopeField; 4] =
+        [EnvelopeField::TotpKey, EnvelopeField::TotpLabel, EnvelopeField::Email, EnvelopeField::Password];
+
+    /// The column name.
+    pub fn column(self) -> &'static str {
+        match self {
+            EnvelopeField::TotpKey => "totp_key_enc",
+            EnvelopeField::TotpLabel => "totp_label_enc",
+            EnvelopeField::Email => "email_enc",
+            EnvelopeField::Password => "password_hash",
+        }
+    }
+
+    /// The AAD field name (`sso/v1/user/<id>/<field>`).
+    pub fn aad_field(self) -> &'static str {
+        match self {
+            EnvelopeField::TotpKey => "totp_key",
+            EnvelopeField::TotpLabel => "totp_label",
+            EnvelopeField::Email => "email",
+            EnvelopeField::Password => "password",
+        }
+    }
+
+    /// The field's value in a record (`None` when NULL).
+    pub fn of(self, u: &UserRecord) -> Option<&str> {
+        match self {
+            EnvelopeField::TotpKey => Some(&u.totp_key_enc),
+            EnvelopeField::TotpLabel => Some(&u.totp_label_enc),
+            EnvelopeField::Email => u.email_enc.as_deref(),
+            EnvelopeField::Password => Some(&u.password_hash),
+        }
+    }
+}
+
+/// An encrypted attribute found by a rotation scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrEnvelope {
+    /// User id or session id.
+    pub owner: String,
+    /// Attribute name.
+    pub name: String,
+    /// The stored envelope.
+    pub value: String,
+}
+
 /// Users: reads, search and the transaction that carries every users-database write.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -56,6 +116,15 @@ pub trait UserStore: Send + Sync {
     /// The users matching `q` in the search order ([`crate::model::search_order`]): the total count
     /// and the page `offset .. offset + limit`.
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)>;
+
+    /// Key rotation: up to `limit` users with ids after `after`, in id order (the caller reads the
+    /// envelope fields).
+    async fn scan_users(&self, after: Option<&UserId>, limit: u64) -> StoreResult<Vec<UserRecord>>;
+
+    /// Key rotation: compare-and-set of one envelope field; `true` when the stored value was `old`
+    /// and is now `new` (a concurrent update is never overwritten).
+    async fn replace_envelope(&self, user_id: &UserId, field: EnvelopeField, old: &str, new: &str)
+    -> StoreResult<bool>;
 
     /// Whether the backend can be reached (health checks).
     async fn ping(&self) -> StoreResult<()> {
@@ -231,6 +300,26 @@ pub trait AttrStore: Send + Sync {
 
     /// Deletes up to `limit` expired attributes.
     async fn delete_expired(&self, now: Timestamp, limit: u64) -> StoreResult<u64>;
+
+    /// Key rotation: a batch of about `limit` encrypted attributes of `scope` after the opaque
+    /// `cursor` (a backend may return one twice; rewriting is idempotent), and
+    /// the cursor to continue from (`None` when the scan is complete).
+    async fn scan_envelopes(
+        &self,
+        scope: AttrScope,
+        cursor: Option<String>,
+        limit: u64,
+    ) -> StoreResult<(Vec<AttrEnvelope>, Option<String>)>;
+
+    /// Key rotation: compare-and-set of one encrypted attribute's value.
+    async fn replace_envelope(
+        &self,
+        scope: AttrScope,
+        owner: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool>;
 }
 
 /// Throttle counters and TOTP replay markers (spec/storage.md §1 `CounterStore`).
