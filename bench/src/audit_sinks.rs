@@ -82,18 +82,25 @@ pub async fn run() -> Result<Vec<Section>, String> {
     let sink = sso_store_sqlite::SqlAuditSink::open(sqlite, "sso_audit", true).await.map_err(|e| e.to_string())?;
     rows.push(("sql (SQLite)".into(), measure(Arc::new(sink), dur).await));
     let pg = sso_testkit::PgServer::start()?;
-    let store = sso_store_postgres::PgStore::open(&pg.url("postgres"), &Default::default()).await.map_err(|e| e.to_string())?;
+    let store =
+        sso_store_postgres::PgStore::open(&pg.url("postgres"), &Default::default()).await.map_err(|e| e.to_string())?;
     let sink = sso_store_postgres::SqlAuditSink::open(store, "sso_audit", true).await.map_err(|e| e.to_string())?;
     rows.push(("sql (PostgreSQL, fsync off)".into(), measure(Arc::new(sink), dur).await));
     let redis = sso_testkit::RedisServer::start()?;
     let store = sso_store_redis::RedisStore::open(&redis.url(), Default::default()).await.map_err(|e| e.to_string())?;
-    rows.push(("redis stream".into(), measure(Arc::new(sso_store_redis::RedisAuditSink::new(store, "sso:audit", 1_000_000, true)), dur).await));
+    rows.push((
+        "redis stream".into(),
+        measure(Arc::new(sso_store_redis::RedisAuditSink::new(store, "sso:audit", 1_000_000, true)), dur).await,
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let base = rows.first().map_or(1.0, |r| r.1).max(1.0);
-    let mut md = String::from("4 concurrent writers for 3 s per sink; ratio to the in-memory sink of the same run.\n\n| sink | records/s | ratio to memory |\n|---|---|---|\n");
+    let mut md = String::from(
+        "4 concurrent writers for 3 s per sink; ratio to the in-memory sink of the same run.\n\n| sink | records/s | ratio to memory |\n|---|---|---|\n",
+    );
     for (name, rps) in &rows {
         md.push_str(&format!("| {name} | {rps:.0} | {:.4} |\n", rps / base));
     }
-    let js: Vec<_> = rows.iter().map(|(n, r)| json!({"sink": n, "records_per_s": r, "ratio_to_memory": r / base})).collect();
+    let js: Vec<_> =
+        rows.iter().map(|(n, r)| json!({"sink": n, "records_per_s": r, "ratio_to_memory": r / base})).collect();
     Ok(vec![Section { title: "Audit sinks: throughput".into(), markdown: md, json: json!(js) }])
 }

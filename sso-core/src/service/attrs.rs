@@ -117,11 +117,12 @@ impl Inner {
                         (s, u)
                     }
                 };
+                // Recorded even when refused: the caller sees `E007001`, the trail names the session.
+                a.target_user(&user.user_id);
+                a.target_session(&sess.session_id);
                 if !caller.is_super() && caller.user_id() != Some(&user.user_id) {
                     return Err(SsoError::code(Code::E007001, Reason::NoSuchSession));
                 }
-                a.target_user(&user.user_id);
-                a.target_session(&sess.session_id);
                 Ok(Owner {
                     scope: AttrScope::Session,
                     id: sess.session_id.to_string(),

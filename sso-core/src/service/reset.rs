@@ -168,8 +168,6 @@ impl Inner {
             password_must_change: Some(false),
             ..Default::default()
         };
-        let revoked = self.live_sessions(&user, now).await?.len();
-        a.detail("sessions_revoked", revoked);
         let mut tx = self.begin().await?;
         if !tx.mark_prt_used(&token.hash(), now, &self.ctx_json(ctx)).await? {
             return Err(could_not_access());

@@ -347,6 +347,11 @@ impl Inner {
             Some(e) => format!("{}.{e}", link.auth_id),
             None => link.auth_id.to_string(),
         };
+        // spec/audit.md §3 lists these for both login ops; no password is used here, so none of
+        // them can have happened.
+        a.detail("warning", false);
+        a.detail("password_changed", false);
+        a.detail("rehashed", false);
         let kind = NewSession { auth_type: &link.auth_type, auth_principal: &link.auth_username, ext_session_id: ext };
         let info = self.open_session(ctx, a, &user, user.session_epoch, kind, false).await?;
         inc(&self.metrics.logins_ok);
@@ -496,11 +501,12 @@ impl SessionApi<'_> {
             let caller = s.authenticate(ctx, &mut a, false).await?;
             let sid = SessionId::parse(session_id).ok_or_else(no_session)?;
             let rec = s.stores.sessions.get(&sid).await?.ok_or_else(no_session)?;
+            // Recorded even when refused: the caller sees `E007001`, the trail names the session.
+            a.target_user(&rec.user_id);
+            a.target_session(&sid);
             if rec.is_expired(s.now()) || (!caller.is_super() && caller.user_id() != Some(&rec.user_id)) {
                 return Err(no_session());
             }
-            a.target_user(&rec.user_id);
-            a.target_session(&sid);
             s.stores.sessions.delete(&sid).await?;
             inc(&s.metrics.sessions_revoked);
             Ok(())
@@ -580,11 +586,12 @@ impl SessionApi<'_> {
         let r = async {
             let caller = s.authenticate(ctx, &mut a, false).await?;
             let (sess, user) = s.resolve_ref(&target, s.now()).await?;
+            // Recorded even when refused: the caller sees `E007001`, the trail names the session.
+            a.target_user(&user.user_id);
+            a.target_session(&sess.session_id);
             if !caller.is_super() && caller.user_id() != Some(&user.user_id) {
                 return Err(no_session());
             }
-            a.target_user(&user.user_id);
-            a.target_session(&sess.session_id);
             Ok(SessionView::of(&sess))
         }
         .await;
@@ -603,10 +610,10 @@ impl SessionApi<'_> {
                 ListTarget::User(id) => s.target(&caller, Some(id), Code::E005001, &mut a).await?,
                 ListTarget::Ust(u) => {
                     let (_, owner) = s.resolve_session(u, now).await?;
+                    a.target_user(&owner.user_id);
                     if !caller.is_super() && caller.user_id() != Some(&owner.user_id) {
                         return Err(SsoError::not_allowed(Reason::NotOwner));
                     }
-                    a.target_user(&owner.user_id);
                     owner
                 }
             };

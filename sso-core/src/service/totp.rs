@@ -190,13 +190,14 @@ impl Inner {
             }
             .ok_or_else(|| SsoError::not_allowed(Reason::NoSuchUser))?,
         };
+        // The target is known from here on, refused or not (spec/audit.md §3 "the user when known").
+        a.target_user(&user.user_id);
         if let Some(c) = &caller
             && !c.is_super()
             && c.user_id() != Some(&user.user_id)
         {
             return Err(SsoError::not_allowed(Reason::NotOwner));
         }
-        a.target_user(&user.user_id);
         let code = code
             .filter(|c| !c.is_empty())
             .ok_or_else(|| self.flagged(self.cfg.login.inform_if_totp_missing, Code::E005008, Reason::TotpMissing))?;
@@ -277,7 +278,8 @@ impl TotpApi<'_> {
     /// QR code, only while the caller's TOTP is off (`E008001` after).
     pub async fn enrolment_uri(&self, ctx: &CallCtx) -> SsoResult<TotpUri> {
         let s = self.s;
-        let mut a = s.audit(ctx, "user.get_totp_uri", Kind::Read);
+        // Not a read of spec/audit.md §3 (not marked R): recorded whatever `audit.include_reads` says.
+        let mut a = s.audit(ctx, "user.get_totp_uri", Kind::Write);
         let r = async {
             let caller = s.authenticate(ctx, &mut a, false).await?;
             let me = caller.session_user().ok_or_else(SsoError::invalid_input)?;

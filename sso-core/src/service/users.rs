@@ -1021,6 +1021,9 @@ impl UserApi<'_> {
     pub async fn get_user_by_username(&self, ctx: &CallCtx, username: &str) -> SsoResult<Option<UserView>> {
         let s = self.s;
         let mut a = s.audit(ctx, "user.get_user_by_username", Kind::Read);
+        // spec/audit.md §3: `return_all_attrs` (always true here: the Operator gets every field);
+        // §1 allows `username` for ops that take one as input.
+        a.detail("return_all_attrs", true);
         a.detail("username", username);
         let r = async {
             s.check_app(ctx)?;

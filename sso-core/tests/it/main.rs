@@ -3,6 +3,7 @@
 
 mod attrs;
 mod audit;
+mod audit_records;
 mod common;
 mod conformance_memory;
 mod login;
