@@ -66,35 +66,43 @@ fn us(d: Duration) -> String {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only: Option<&str> = args.first().map(String::as_str);
-    let mut sections = Vec::new();
-    if only.is_none_or(|o| o == "scale") {
-        match scale::run().await {
-            Ok(s) => sections.extend(s),
-            Err(e) => eprintln!("scale benchmark failed: {e}"),
+    let root = std::env::var("SSO_BENCH_OUT").unwrap_or_else(|_| ".".into());
+    let store = format!("{root}/target/bench/sections");
+    let _ = std::fs::create_dir_all(&store);
+    // Each group's sections are kept under target/bench/sections, so a run of one group
+    // (`cargo xtask bench scale`) rewrites BENCHMARKS.md with the others' last figures.
+    for (order, name) in GROUPS.iter().enumerate() {
+        if only.is_some_and(|o| o != *name) {
+            continue;
         }
-    }
-    if only.is_none_or(|o| o == "redis-memory") {
-        match redis_mem::run().await {
-            Ok(s) => sections.extend(s),
-            Err(e) => eprintln!("redis memory benchmark failed: {e}"),
-        }
-    }
-    if only.is_none_or(|o| o == "audit") {
-        match audit_sinks::run().await {
-            Ok(s) => sections.extend(s),
-            Err(e) => eprintln!("audit benchmark failed: {e}"),
+        let r = match *name {
+            "scale" => scale::run().await,
+            "redis-memory" => redis_mem::run().await,
+            "audit" => audit_sinks::run().await,
+            _ => continue,
+        };
+        match r {
+            Ok(sections) => save_group(&store, order, name, &sections),
+            Err(e) => eprintln!("{name} benchmark failed: {e}"),
         }
     }
     let mut md = String::from(
-        "# Benchmarks\n\nMeasured by `cargo xtask bench` on this machine (2 cores); every figure is shown beside a\nbaseline measured in the same run. Regenerate with `cargo xtask bench`.\n",
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` on this machine (2 cores); every figure is shown beside a\nbaseline measured in the same run. Regenerate with `cargo xtask bench` (or one group:\n`cargo xtask bench <group>`, groups: ",
     );
+    md.push_str(&GROUPS.join(", "));
+    md.push_str(").\n");
     let mut all = serde_json::Map::new();
-    for s in &sections {
-        md.push_str(&format!("\n## {}\n\n{}\n", s.title, s.markdown));
-        all.insert(s.title.clone(), s.json.clone());
+    let mut files: Vec<_> =
+        std::fs::read_dir(&store).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        let text_of = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let title = text_of("title");
+        md.push_str(&format!("\n## {}\n\n{}\n", title, text_of("markdown")));
+        all.insert(title, v.get("json").cloned().unwrap_or(Value::Null));
     }
-    let root = std::env::var("SSO_BENCH_OUT").unwrap_or_else(|_| ".".into());
-    let _ = std::fs::create_dir_all(format!("{root}/target/bench"));
     if let Err(e) = std::fs::write(format!("{root}/BENCHMARKS.md"), &md) {
         eprintln!("cannot write BENCHMARKS.md: {e}");
     }
@@ -102,6 +110,25 @@ async fn main() {
         eprintln!("cannot write summary.json: {e}");
     }
     eprintln!("{md}");
+}
+
+/// The benchmark groups, in report order.
+const GROUPS: &[&str] = &["scale", "redis-memory", "audit"];
+
+/// Replaces the stored sections of one group.
+fn save_group(store: &str, order: usize, name: &str, sections: &[Section]) {
+    let prefix = format!("{order:02}-{name}-");
+    if let Ok(d) = std::fs::read_dir(store) {
+        for e in d.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for (i, s) in sections.iter().enumerate() {
+        let v = serde_json::json!({"title": s.title, "markdown": s.markdown, "json": s.json});
+        let _ = std::fs::write(format!("{store}/{prefix}{i:02}.json"), v.to_string());
+    }
 }
 
 /// A markdown table row of a figure.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 mod common;
+mod rotation;
 
 use common::{PASSWORD, Server, Store, cli, code, fresh, fresh_on};
 use reqwest::Method;

@@ -316,13 +316,16 @@ impl UserStore for PgStore {
 
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {
         let (clause, vals) = search_filter(q, POSTGRES);
-        let mut count = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM sso_user{clause}")));
+        let substring = !q.names.is_empty() && !q.names_exact && q.user_id.is_none() && q.username.is_none();
+        // A substring filter is planned for its own pattern (an unnamed statement): a cached generic
+        // plan cannot know that `%…%` is selective and scans the table instead of the trigram indexes.
+        let mut count =
+            sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM sso_user{clause}"))).persistent(!substring);
         for v in vals.clone() {
             count = bind(count, v);
         }
         let total: i64 = count.fetch_one(&self.pool).await.map_err(map_err)?.try_get("n").map_err(map_err)?;
         let n = vals.len();
-        let substring = !q.names.is_empty() && !q.names_exact && q.user_id.is_none() && q.username.is_none();
         let sql = if substring {
             // A substring filter matches few rows through the trigram indexes, but a generic plan
             // would walk the ordered index and filter every row: filter first, then sort.
@@ -334,7 +337,7 @@ impl UserStore for PgStore {
         } else {
             format!("SELECT * FROM sso_user{clause} {SEARCH_ORDER} LIMIT ${} OFFSET ${}", n + 1, n + 2)
         };
-        let mut page = sqlx::query(AssertSqlSafe(sql));
+        let mut page = sqlx::query(AssertSqlSafe(sql)).persistent(!substring);
         for v in vals {
             page = bind(page, v);
         }

@@ -65,6 +65,8 @@ pub struct KeyRing {
     active: String,
     keys: BTreeMap<String, RingKey>,
     index_key: KeySecret,
+    /// The key an unfinished `keys rotate` is moving envelopes to (the file's `rotating`).
+    rotating: Option<String>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -81,6 +83,8 @@ impl fmt::Debug for KeyRing {
 struct RingFile {
     version: u32,
     active: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotating: Option<String>,
     index_key: String,
     keys: Vec<RingFileKey>,
 }
@@ -119,7 +123,8 @@ pub fn key_id_for(now: Timestamp) -> String {
 impl KeyRing {
     /// A new ring with one active key (id from `now`) and a fresh index key.
     pub fn generate(now: Timestamp) -> Result<KeyRing, SsoError> {
-        let mut ring = KeyRing { active: String::new(), keys: BTreeMap::new(), index_key: KeySecret::generate()? };
+        let mut ring =
+            KeyRing { active: String::new(), keys: BTreeMap::new(), index_key: KeySecret::generate()?, rotating: None };
         ring.add_key(now)?;
         Ok(ring)
     }
@@ -163,8 +168,11 @@ impl KeyRing {
         if !keys.contains_key(&file.active) {
             return Err(KeyRingError::NoActive(file.active));
         }
+        if file.rotating.as_ref().is_some_and(|r| !keys.contains_key(r)) {
+            return Err(KeyRingError::Format("`rotating` does not name a key".to_owned()));
+        }
         let index_key = decode_secret("index_key", &file.index_key)?;
-        Ok(KeyRing { active: file.active, keys, index_key })
+        Ok(KeyRing { active: file.active, keys, index_key, rotating: file.rotating })
     }
 
     /// Serialises the ring to its TOML file form (this text holds the secrets).
@@ -172,6 +180,7 @@ impl KeyRing {
         let file = RingFile {
             version: 1,
             active: self.active.clone(),
+            rotating: self.rotating.clone(),
             index_key: URL_SAFE_NO_PAD.encode(self.index_key.expose()),
             keys: self
                 .keys
@@ -187,6 +196,22 @@ impl KeyRing {
         Zeroizing::new(format!(
             "# sso key ring. Keep secret (mode 0600) and back it up: without it encrypted data cannot be read.\n{body}"
         ))
+    }
+
+    /// The key an unfinished rotation is moving envelopes to, if one was started and not finished
+    /// (`sso keys rotate` resumes it instead of adding another key).
+    pub fn rotating(&self) -> Option<&str> {
+        self.rotating.as_deref()
+    }
+
+    /// Marks (`Some(id)`) or clears (`None`) an unfinished rotation.
+    pub fn set_rotating(&mut self, id: Option<String>) {
+        self.rotating = id;
+    }
+
+    /// Whether the ring holds a key with this id.
+    pub fn has_key(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
     }
 
     /// The active key's id.

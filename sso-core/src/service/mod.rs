@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 mod reset;
+mod rotation;
 mod sessions;
 pub mod throttle;
 mod totp;
@@ -32,6 +33,7 @@ pub use attrs::{AttrApi, AttrInput, AttrTarget};
 pub use audit_api::AuditApi;
 pub use ctx::CallCtx;
 pub use reset::{AccessTokenCtx, PasswordResetApi};
+pub use rotation::{KeyApi, KeyUsage, Progress, RotationReport};
 pub use sessions::{ListTarget, SessionApi, SessionRef};
 pub use totp::{TotpApi, TotpTarget, qr_svg, qr_text};
 pub use users::{ChangePassword, ImportOutcome, ImportRow, NewUser, SearchCtx, SignupCtx, UserApi, UserUpdate};
@@ -278,6 +280,11 @@ impl Sso {
     /// Audit queries.
     pub fn audit(&self) -> AuditApi<'_> {
         AuditApi { s: &self.inner }
+    }
+
+    /// Key rotation: envelope counts per key and re-encryption (Operator contexts only).
+    pub fn keys(&self) -> KeyApi<'_> {
+        KeyApi { s: &self.inner }
     }
 
     /// The configuration in effect.

@@ -9,6 +9,7 @@ mod conformance_memory;
 mod login;
 mod props;
 mod reset;
+mod rotation;
 mod seed;
 mod sessions;
 mod totp_api;

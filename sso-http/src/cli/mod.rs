@@ -132,8 +132,19 @@ pub enum ConfigCmd {
 pub enum KeysCmd {
     /// Create a new key ring at crypto.key_ring_file (mode 0600); refuses to overwrite.
     Generate,
-    /// Key ids, creation times and which is active.
+    /// Key ids, creation times, which is active and how many envelopes use each.
     List,
+    /// Add a key, make it active and re-encrypt every envelope under it; resumable by re-running.
+    Rotate {
+        /// Envelopes read and rewritten per batch.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch_size: u64,
+    },
+    /// Remove a key after checking that it is not active and no envelope uses it.
+    Retire {
+        /// The key id.
+        key_id: String,
+    },
 }
 
 /// `sso hash …`
@@ -502,6 +513,148 @@ async fn create(a: &Admin, p: Profile, super_user: bool, approve: bool, out: &Ou
         out.result(&id, json!({"user_id": id}));
     }
     Ok(())
+}
+
+/// The key-ring file of `sso keys rotate|retire`; an inline ring has no file to rewrite (exit 3).
+fn ring_file(cfg: &Config) -> Result<PathBuf, Failure> {
+    if cfg.crypto.key_ring_inline.is_empty() {
+        Ok(PathBuf::from(&cfg.crypto.key_ring_file))
+    } else {
+        Err(Failure::Config(ConfigError::new(
+            "crypto.key_ring_inline",
+            "an inline key ring cannot be rewritten; move it to crypto.key_ring_file first",
+        )))
+    }
+}
+
+fn write_ring(path: &std::path::Path, ring: &KeyRing) -> Result<(), Failure> {
+    wiring::write_key_ring(path, ring)
+        .map_err(|e| Failure::Config(ConfigError::new("crypto.key_ring_file", format!("{}: {e}", path.display()))))
+}
+
+/// `sso keys list|rotate|retire`: the ring file is handled here; counting, re-encrypting and the
+/// retire rule are `sso.keys()`.
+async fn run_keys(cmd: KeysCmd, cfg: Config, cid: Option<&str>, out: &Out) -> Result<(), Failure> {
+    const COUNT_BATCH: u64 = 1000;
+    match cmd {
+        KeysCmd::List => {
+            let ring = if cfg.crypto.key_ring_inline.is_empty() {
+                wiring::read_key_ring(std::path::Path::new(&cfg.crypto.key_ring_file)).map_err(Failure::Config)?
+            } else {
+                KeyRing::from_toml(&cfg.crypto.key_ring_inline)
+                    .map_err(|e| Failure::Config(ConfigError::new("crypto.key_ring_inline", e.to_string())))?
+            };
+            let a = admin(cfg, cid).await?;
+            let usage = a.sso.keys().usage(&a.ctx, COUNT_BATCH).await.map_err(rule);
+            a.stores.close().await;
+            let usage = usage?;
+            let mut rows: Vec<(String, String, u64)> =
+                ring.key_ids().into_iter().map(|(id, created)| (id.clone(), created, usage.of(&id))).collect();
+            // Envelopes under a key the ring no longer holds cannot be read: show them too.
+            for (id, n) in &usage.by_key {
+                if !ring.has_key(id) {
+                    rows.push((id.clone(), "missing from the ring".to_owned(), *n));
+                }
+            }
+            let text: Vec<String> = rows
+                .iter()
+                .map(|(id, created, n)| {
+                    let active = if id == ring.active_id() { " active" } else { "" };
+                    let rotating = if ring.rotating() == Some(id.as_str()) { " (rotation unfinished)" } else { "" };
+                    format!("{id} {created} {n} envelopes{active}{rotating}")
+                })
+                .collect();
+            let doc: Vec<Value> = rows
+                .iter()
+                .map(|(id, c, n)| {
+                    json!({"key_id": id, "created": c, "active": id == ring.active_id(), "envelopes": n,
+                           "known": ring.has_key(id)})
+                })
+                .collect();
+            out.result(&text.join("\n"), Value::from(doc));
+            Ok(())
+        }
+        KeysCmd::Rotate { batch_size } => {
+            let path = ring_file(&cfg)?;
+            let mut ring = wiring::read_key_ring(&path).map_err(Failure::Config)?;
+            // An unfinished rotation is resumed under its key; otherwise a new key becomes active
+            // and the file is rewritten (atomically, 0600) before any envelope is touched.
+            if ring.rotating() == Some(ring.active_id()) {
+                out.notice(&format!("resuming the rotation to {}", ring.active_id()));
+            } else {
+                let now = sso_core::time::Clock::now(&sso_core::time::SystemClock);
+                let id = ring.add_key(now).map_err(rule)?;
+                ring.set_rotating(Some(id.clone()));
+                write_ring(&path, &ring)?;
+                out.notice(&format!("added key {id} and made it active"));
+            }
+            let a = admin(cfg, cid).await?;
+            let quiet = out.quiet;
+            let mut progress = move |p: sso_core::service::Progress| {
+                if !quiet {
+                    eprintln!("re-encrypted {}/{}", p.reencrypted, p.total);
+                }
+            };
+            let r = a.sso.keys().reencrypt(&a.ctx, batch_size, &mut progress).await.map_err(rule);
+            a.stores.close().await;
+            let report = r?;
+            let doc = json!({"key_id": report.key_id, "reencrypted": report.reencrypted,
+                             "remaining": report.remaining, "undecryptable": report.undecryptable});
+            if report.remaining == 0 {
+                ring.set_rotating(None);
+                write_ring(&path, &ring)?;
+                out.result(&format!("{} active; re-encrypted {}", report.key_id, report.reencrypted), doc);
+                Ok(())
+            } else {
+                out.result(
+                    &format!(
+                        "{} active; re-encrypted {}; {} envelopes are still under other keys ({} cannot be decrypted)",
+                        report.key_id, report.reencrypted, report.remaining, report.undecryptable
+                    ),
+                    doc,
+                );
+                Err(Failure::Check("the rotation is unfinished: run `sso keys rotate` again".into()))
+            }
+        }
+        KeysCmd::Retire { key_id } => {
+            let path = ring_file(&cfg)?;
+            let mut ring = wiring::read_key_ring(&path).map_err(Failure::Config)?;
+            let a = admin(cfg, cid).await?;
+            let r = a.sso.keys().check_retire(&a.ctx, &key_id, COUNT_BATCH).await;
+            a.stores.close().await;
+            r.map_err(|e| {
+                let why = match e.reason() {
+                    sso_core::Reason::NotFound => "no such key in the ring",
+                    sso_core::Reason::InvalidInput => "the key is active (or an unfinished rotation's target)",
+                    sso_core::Reason::Conflict => "envelopes still use the key; run `sso keys rotate` first",
+                    _ => return rule(e),
+                };
+                Failure::Rule(e, why.into())
+            })?;
+            ring.remove_key(&key_id);
+            write_ring(&path, &ring)?;
+            out.result(&format!("retired {key_id}"), json!({"retired": key_id}));
+            Ok(())
+        }
+        KeysCmd::Generate => {
+            let path = PathBuf::from(&cfg.crypto.key_ring_file);
+            if path.exists() {
+                return Err(Failure::Config(ConfigError::new(
+                    "crypto.key_ring_file",
+                    format!("{} already exists", path.display()),
+                )));
+            }
+            let now = sso_core::time::Clock::now(&sso_core::time::SystemClock);
+            let ring = KeyRing::generate(now).map_err(rule)?;
+            wiring::write_key_ring(&path, &ring)
+                .map_err(|e| Failure::Config(ConfigError::new("crypto.key_ring_file", e.to_string())))?;
+            out.result(
+                &format!("{} {}", path.display(), ring.active_id()),
+                json!({"path": path.display().to_string(), "key_id": ring.active_id()}),
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn run_user(cmd: UserCmd, cfg: Config, cid: Option<&str>, out: &Out) -> Result<(), Failure> {
@@ -897,43 +1050,7 @@ async fn dispatch(cli: Cli, out: &Out) -> Result<(), Failure> {
             out.result(&crate::config::redacted_toml(&cfg), serde_json::to_value(&cfg).unwrap_or(Value::Null));
             Ok(())
         }
-        Command::Keys(KeysCmd::Generate) => {
-            let path = PathBuf::from(&cfg.crypto.key_ring_file);
-            if path.exists() {
-                return Err(Failure::Config(ConfigError::new(
-                    "crypto.key_ring_file",
-                    format!("{} already exists", path.display()),
-                )));
-            }
-            let now = sso_core::time::Clock::now(&sso_core::time::SystemClock);
-            let ring = KeyRing::generate(now).map_err(rule)?;
-            wiring::write_key_ring(&path, &ring)
-                .map_err(|e| Failure::Config(ConfigError::new("crypto.key_ring_file", e.to_string())))?;
-            out.result(
-                &format!("{} {}", path.display(), ring.active_id()),
-                json!({"path": path.display().to_string(), "key_id": ring.active_id()}),
-            );
-            Ok(())
-        }
-        Command::Keys(KeysCmd::List) => {
-            let ring = if cfg.crypto.key_ring_inline.is_empty() {
-                wiring::read_key_ring(std::path::Path::new(&cfg.crypto.key_ring_file)).map_err(Failure::Config)?
-            } else {
-                KeyRing::from_toml(&cfg.crypto.key_ring_inline)
-                    .map_err(|e| Failure::Config(ConfigError::new("crypto.key_ring_inline", e.to_string())))?
-            };
-            let ids = ring.key_ids();
-            let text: Vec<String> = ids
-                .iter()
-                .map(|(id, created)| format!("{id} {created}{}", if id == ring.active_id() { " active" } else { "" }))
-                .collect();
-            let doc: Vec<Value> = ids
-                .iter()
-                .map(|(id, c)| json!({"key_id": id, "created": c, "active": id == ring.active_id()}))
-                .collect();
-            out.result(&text.join("\n"), Value::from(doc));
-            Ok(())
-        }
+        Command::Keys(cmd) => run_keys(cmd, cfg, cid, out).await,
         Command::Hash(HashCmd::Calibrate { target_ms, max_memory_mib, parallelism }) => {
             calibrate(target_ms, max_memory_mib, parallelism, out)
         }
