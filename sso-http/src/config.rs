@@ -47,6 +47,15 @@ fn figment_error(e: figment::Error) -> ConfigError {
     ConfigError::new(key, problem)
 }
 
+/// Parses and validates a configuration text over the defaults, without the environment (the
+/// loader's core, used by tests and the config fuzz target).
+pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+    let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+    let cfg: Config = fig.extract().map_err(figment_error)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 /// Loads and validates the configuration.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
     let file = config_file(explicit)?;

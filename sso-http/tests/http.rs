@@ -2,6 +2,7 @@
 //! server), bad input, restart, and the route table against the OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
+mod bruteforce;
 mod common;
 mod rotation;
 

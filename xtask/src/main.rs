@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation, in plain Rust with no dependencies.
 //!
 //! * `cargo xtask bench` — the benchmarks (release build, not part of CI).
+//! * `cargo xtask fuzz [--secs N] [target…]` — the cargo-fuzz targets (nightly; not part of CI).
 //! * `cargo xtask with-services -- <cmd>` — runs a command with the test servers up.
 //! * `cargo xtask ci` — everything CI runs: formatting, lints, doc tests, then every test with
 //!   `cargo nextest` (its closing `Summary` line is the last thing printed). Before the tests it
@@ -9,6 +10,8 @@
 //!   `REDIS_CLUSTER_URL`; the servers are torn down when the run ends, failures included.
 //!
 //! Each step prints what it runs; the first failure stops the run with a non-zero exit code.
+
+mod fuzz;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -123,7 +126,7 @@ fn bench(which: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <ci | bench [section] | with-services -- <command…>>".to_owned()
+    "usage: cargo xtask <ci | bench [section] | fuzz [--secs N] [target…] | with-services -- <command…>>".to_owned()
 }
 
 fn main() -> ExitCode {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(args.get(1..).unwrap_or(&[])),
+        Some("fuzz") => fuzz::fuzz(args.get(1..).unwrap_or(&[])),
         Some("with-services") => {
             with_services(args.get(1..).map(|a| a.strip_prefix(&["--".to_owned()][..]).unwrap_or(a)).unwrap_or(&[]))
         }
