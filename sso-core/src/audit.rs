@@ -116,9 +116,18 @@ impl AuditRecord {
         serde_json::from_str(line).ok()
     }
 
-    /// One JSON line (no interior line breaks: JSON escapes CR, LF and control characters).
+    /// One JSON line (no interior line breaks: JSON escapes CR, LF and control characters, and the
+    /// other characters some line readers split on — U+0085, U+2028, U+2029 — are escaped too, so
+    /// no value can split or forge a line; spec/audit.md §1).
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+        let line = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        // Outside strings serde_json writes ASCII only, so these can only be inside a string value,
+        // where the `\uXXXX` escape decodes to the same character.
+        if line.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
+            line.replace('\u{85}', "\\u0085").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
+        } else {
+            line
+        }
     }
 }
 

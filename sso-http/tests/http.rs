@@ -5,6 +5,7 @@
 mod bruteforce;
 mod common;
 mod rotation;
+mod security;
 
 use common::{PASSWORD, Server, Store, cli, code, fresh, fresh_on};
 use reqwest::Method;

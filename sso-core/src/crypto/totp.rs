@@ -46,6 +46,16 @@ pub fn hotp(key: &[u8], counter: u64, hash: Hash, digits: u8) -> Zeroizing<Strin
     Zeroizing::new(t.generate(counter).to_string())
 }
 
+/// RFC 4226 §5.3 dynamic truncation of an HMAC value: the offset is the low 4 bits of the **last**
+/// byte (whatever the hash), and the result is the 31-bit integer read big-endian at that offset.
+/// `None` when the HMAC is too short. (`hotp` gets the same step from `totp-rs`; this exposes it so
+/// the truncation vector of spec/totp.md §8 can be reproduced on its own.)
+pub fn truncate(hmac: &[u8]) -> Option<u32> {
+    let offset = usize::from(hmac.last()? & 0x0f);
+    let bytes: [u8; 4] = hmac.get(offset..offset.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes) & 0x7fff_ffff)
+}
+
 /// The time counter `T = floor(unix_seconds / 30)`.
 pub fn step_of(unix_secs: u64) -> u64 {
     unix_secs / STEP_SECS

@@ -133,16 +133,18 @@ impl super::Inner {
         });
     }
 
-    /// A refusal: counted in the metric; audited only for the first refusal of a block
-    /// (spec/audit.md G4), which a replay-marker compare-and-set on the block's end decides.
+    /// A refusal: the first refusal of a block is audited (spec/audit.md G4), which a
+    /// replay-marker compare-and-set on the block's end decides; later refusals in the same block
+    /// only increment the metric (spec/concepts.md §8; security.md #51: 10 000 attempts in one
+    /// lockout → 1 record, metric + 9 999).
     async fn refuse(&self, a: &mut super::trail::Audit, key: &Key, until: Timestamp) -> SsoError {
         let now = self.now();
-        self.refusal_metric(key.class);
         let marker = format!("throttle-audit:{}", key.key);
         let step = u64::try_from(until.as_micros()).unwrap_or(0);
         let ttl = until.since(now) + Duration::from_secs(1);
         let first = self.stores.counters.advance_step(&marker, step, now, ttl).await.unwrap_or(true);
         if !first {
+            self.refusal_metric(key.class);
             self.skip(a);
         }
         throttled(until, now)

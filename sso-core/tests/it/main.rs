@@ -10,6 +10,7 @@ mod login;
 mod props;
 mod reset;
 mod rotation;
+mod security;
 mod seed;
 mod sessions;
 mod totp_api;
