@@ -3544,3 +3544,52 @@ fn sec_86_lint_wall_and_dependency_audit() {
     let xtask = workspace_file("xtask/src/main.rs");
     assert!(xtask.contains("\"clippy\", \"--workspace\", \"--all-targets\"") && xtask.contains("\"-D\", \"warnings\""));
 }
+
+/// The matrix of #63 as a property (issue 7 item 4): any sequence of refused cells, in any order,
+/// run against one world, gives each cell's code of the spec table and changes nothing — a refusal
+/// does not depend on what was refused before it. (The callers whose set-up changes the world —
+/// locked, unapproved — are covered cell by cell by `sec_63`.)
+mod matrix_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const STABLE: [Who; 6] = [
+        Who::Anonymous,
+        Who::RegularSelf,
+        Who::RegularOther,
+        Who::SuperUser,
+        Who::SuperUserUnknownTarget,
+        Who::ExpiredSession,
+    ];
+
+    fn refused_cells() -> Vec<(Op, Who)> {
+        Op::ALL
+            .iter()
+            .flat_map(|op| STABLE.iter().map(move |w| (*op, *w)))
+            .filter(|(op, w)| expected(*op, *w).is_err())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+        #[test]
+        fn refusals_hold_in_any_order(picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..12)) {
+            let cells = refused_cells();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let m = Matrix::new().await;
+                let ids = [&m.su, &m.alice, &m.bob, &m.dave];
+                let before = snapshot(&m.f, &ids).await;
+                for pick in &picks {
+                    let (op, who) = cells[pick.index(cells.len())];
+                    let ctx = m.ctx(who).await;
+                    let got = m.run(op, who, &ctx).await.map_err(|e| e.real_code());
+                    assert_eq!(got, expected(op, who), "{op:?} × {who:?} after {} other refusals", picks.len());
+                }
+                assert_eq!(snapshot(&m.f, &ids).await, before, "a sequence of refusals changed something");
+            });
+        }
+    }
+}
