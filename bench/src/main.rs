@@ -4,8 +4,16 @@
 //! Run it with `cargo xtask bench` (release build, real servers started on loopback).
 
 mod audit_sinks;
+mod harness;
+mod http_verify;
+mod loadgen;
+mod login_throughput;
+mod login_timing;
+mod micro;
 mod redis_mem;
+mod reset_totp;
 mod scale;
+mod server;
 
 use std::time::Duration;
 
@@ -79,6 +87,11 @@ async fn main() {
             "scale" => scale::run().await,
             "redis-memory" => redis_mem::run().await,
             "audit" => audit_sinks::run().await,
+            "micro" => micro::run().await,
+            "login" => login_throughput::run().await,
+            "http-verify" => http_verify::run().await,
+            "reset-totp" => reset_totp::run().await,
+            "login-timing" => login_timing::run().await,
             _ => continue,
         };
         match r {
@@ -113,7 +126,8 @@ async fn main() {
 }
 
 /// The benchmark groups, in report order.
-const GROUPS: &[&str] = &["scale", "redis-memory", "audit"];
+const GROUPS: &[&str] =
+    &["scale", "redis-memory", "audit", "micro", "login", "http-verify", "reset-totp", "login-timing"];
 
 /// Replaces the stored sections of one group.
 fn save_group(store: &str, order: usize, name: &str, sections: &[Section]) {

@@ -1,0 +1,202 @@
+//! Logins per second with N = number of cores concurrent clients, in process (memory stores,
+//! SQLite) and over HTTP (the real `sso serve`, SQLite), each as a ratio to raw argon2id hashes per
+//! second at the same parameters and the same concurrency (the issue's goal: ≥ 0.9). The raw
+//! rate is measured before and after the logins; the baseline is their mean.
+//!
+//! Realistic cost: the configured defaults (`Config::default().password`: m = 19 456 KiB, t = 2,
+//! p = 1) and the hashing cap in effect (`password.hash_max_concurrent = 0`: one hash per core).
+//! Throttling stays on; each client logs in as its own user with the right password, so no
+//! throttle counter ever blocks a client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use hyper::body::Bytes;
+use serde_json::json;
+use sso_core::config::Config;
+use sso_core::crypto::password::{self, HashParams};
+use sso_core::crypto::random;
+use sso_core::secret::Password;
+use sso_core::store::Stores;
+
+use crate::harness::{
+    PASSWORD, concurrent_figure, cores, create_user, ms, ratio, scratch, secs, sso_on, user_ctx, warmup,
+};
+use crate::loadgen::{self, Load};
+use crate::server::SsoServer;
+use crate::{Figure, Section, figures_json};
+
+/// The `sso.toml` of the HTTP run (plus `[server] listen`).
+const HTTP_CONFIG: &str =
+    "[store]\nusers = \"sqlite://./sso.db\"\n\n[audit]\nsinks = [\"file\"]\n\n[audit.file]\nfsync = \"never\"\n";
+
+/// Raw argon2id: `n` threads hashing back to back; hashes completed in the window per second.
+fn raw_hashes(params: HashParams, n: usize, warm: Duration, window: Duration) -> Result<Figure, String> {
+    let salt = random::bytes::<16>().map_err(|e| e.to_string())?;
+    let pw = password::normalize(PASSWORD);
+    let from = Instant::now() + warm;
+    let until = from + window;
+    let lat = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let pw = &pw;
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    loop {
+                        let start = Instant::now();
+                        if start >= until {
+                            break;
+                        }
+                        let h = password::hash_argon2id(pw.as_bytes(), params, &salt);
+                        let end = Instant::now();
+                        if h.is_some() && end >= from && end <= until {
+                            lat.push(end - start);
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect::<Vec<_>>()
+    });
+    Ok(concurrent_figure(format!("raw argon2id, {n} threads"), lat, window))
+}
+
+/// `n` clients, each logging in as its own user back to back, in process.
+async fn in_process(label: &str, stores: Stores, n: usize, warm: Duration, window: Duration) -> Result<Figure, String> {
+    let sso = Arc::new(
+        sso_on(stores, None, |c| {
+            let d = Config::default().password;
+            c.password.allow_weak_hash_params = false;
+            c.password.argon2_memory_kib = d.argon2_memory_kib;
+            c.password.argon2_iterations = d.argon2_iterations;
+            c.password.argon2_parallelism = d.argon2_parallelism;
+        })
+        .await?,
+    );
+    for i in 0..n {
+        create_user(&sso, &format!("login{i}")).await?;
+    }
+    let from = Instant::now() + warm;
+    let until = from + window;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let sso = sso.clone();
+        tasks.push(tokio::spawn(async move {
+            let (name, pw, ctx) = (format!("login{i}"), Password::new(PASSWORD), user_ctx());
+            let mut lat = Vec::new();
+            loop {
+                let start = Instant::now();
+                if start >= until {
+                    break;
+                }
+                sso.user().login(&ctx, &name, &pw, None, None).await.map_err(|e| format!("login {name}: {e}"))?;
+                let end = Instant::now();
+                if end >= from && end <= until {
+                    lat.push(end - start);
+                }
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(concurrent_figure(label, lat, window))
+}
+
+/// `n` HTTP connections to the real `sso serve` (SQLite), each logging in as its own user.
+async fn over_http(n: usize, warm: Duration, window: Duration) -> Result<(Figure, u64, String), String> {
+    let dir = scratch("login-http")?;
+    let port = SsoServer::configure(&dir, HTTP_CONFIG)?;
+    let users: Vec<String> = (0..n).map(|i| format!("login{i}")).collect();
+    SsoServer::create_users(&dir, &users)?;
+    let server = SsoServer::start(&dir, port).await?;
+    server.login("login0").await?;
+    let load = Load {
+        addr: server.addr,
+        method: Method::POST,
+        path: "/zato/sso/user/login".into(),
+        bodies: users
+            .iter()
+            .map(|u| Bytes::from(json!({"username": u, "password": PASSWORD, "current_app": "CRM"}).to_string()))
+            .collect(),
+        conns: n,
+        warmup: warm,
+        window,
+    };
+    let out = loadgen::run(&load).await?;
+    if out.lat.is_empty() {
+        return Err(format!("no successful login over HTTP: {}", server.stderr()));
+    }
+    drop(server);
+    Ok((out.figure("HTTP POST /zato/sso/user/login (sso serve, SQLite)"), out.errors, load.describe()))
+}
+
+/// Runs the login benchmark.
+pub async fn run() -> Result<Vec<Section>, String> {
+    let n = cores();
+    let (warm, window) = (warmup(), secs());
+    let params = Config::default().password.hash_params();
+    let raw_before = raw_hashes(params, n, warm, window)?;
+    let mem = in_process("in process, memory stores", sso_core::memory::stores(), n, warm, window).await?;
+    let dir = scratch("login")?;
+    let sqlite = sso_store_sqlite::SqliteStore::open(
+        &format!("sqlite://{}", dir.join("login.db").display()),
+        &sso_store_sqlite::SqliteOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    sqlite.migrate().await.map_err(|e| e.to_string())?;
+    let sql = in_process("in process, SQLite", sqlite.stores(), n, warm, window).await?;
+    sqlite.close().await;
+    let (http, http_errors, load) = over_http(n, warm, window).await?;
+    let raw_after = raw_hashes(params, n, warm, window)?;
+    let base = (raw_before.ops_per_s + raw_after.ops_per_s) / 2.0;
+
+    let mut md = format!(
+        "{n} concurrent clients (= cores), each logging in as its own user with the right password, back\n\
+         to back, {:.1} s warm-up + {:.0} s timed per row. argon2id m = {} KiB, t = {}, p = {} (the defaults),\n\
+         `password.hash_max_concurrent = 0` (one hash per core) in effect; throttling on (no client ever\n\
+         fails, so no counter blocks). Baseline: raw argon2id hashes/s, {n} threads, same parameters,\n\
+         measured before and after the logins in this run: {:.1} and {:.1} hashes/s, mean **{base:.1}**.\n\
+         Goal: ratio ≥ 0.9. In process: no audit sink. Over HTTP: `target/release/sso serve` with\n\
+         (plus `[server] listen` on a free loopback port; users created with `sso user create <name> --password-stdin`):\n\n\
+         ```toml\n{HTTP_CONFIG}```\n\nLoad: {load}.\n\n\
+         | path | logins/s | p50 ms | p99 ms | raw argon2id hashes/s (same run) | ratio |\n|---|---|---|---|---|---|\n",
+        warm.as_secs_f64(),
+        window.as_secs_f64(),
+        params.m_kib,
+        params.t,
+        params.p,
+        raw_before.ops_per_s,
+        raw_after.ops_per_s,
+    );
+    let mut js = Vec::new();
+    for f in [&mem, &sql, &http] {
+        let r = ratio(f.ops_per_s, base);
+        md.push_str(&format!(
+            "| {} | {:.1} | {} | {} | {base:.1} | {r:.2} |\n",
+            f.name,
+            f.ops_per_s,
+            ms(f.p50),
+            ms(f.p99)
+        ));
+        js.push(json!({"name": f.name, "logins_per_s": f.ops_per_s, "ratio_to_raw_hashes": r}));
+    }
+    if http_errors > 0 {
+        md.push_str(&format!("\nHTTP: {http_errors} failed requests in the window (not counted).\n"));
+    }
+    Ok(vec![Section {
+        title: "Logins per second vs raw argon2id".into(),
+        markdown: md,
+        json: json!({
+            "clients": n,
+            "raw_hashes_per_s": base,
+            "rows": js,
+            "figures": figures_json(&[raw_before, mem, sql, http, raw_after]),
+        }),
+    }])
+}
