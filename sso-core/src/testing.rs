@@ -53,6 +53,7 @@ impl Fixture {
             .audit_sink(audit.clone())
             .notifier(notifier.clone())
             .node_id("test")
+            .inline_read_audit(true)
             .build()
             .await
             .unwrap_or_else(|e| panic!("fixture build failed: {e}"));

@@ -102,6 +102,7 @@ pub async fn serve(cfg: Config) -> Result<(), WireError> {
     tracing::info!(listen = %local, prefix = %cfg.http.prefix, "sso serving");
     eprintln!("sso listening on http://{local}{}", cfg.http.prefix);
 
+    let for_shutdown = sso.clone();
     let router = api::router(App::new(sso));
     let stop = Arc::new(Notify::new());
     let stop2 = stop.clone();
@@ -117,6 +118,10 @@ pub async fn serve(cfg: Config) -> Result<(), WireError> {
                 tracing::warn!("shutdown grace period over; dropping remaining connections");
             }
         }
+    }
+    // Queued read records (spec/audit.md G5) reach the sinks before the stores close.
+    if tokio::time::timeout(Duration::from_secs(5), for_shutdown.flush_audit()).await.is_err() {
+        tracing::warn!("audit records of reads still queued at shutdown were dropped");
     }
     deployment.stores.close().await;
     Ok(())

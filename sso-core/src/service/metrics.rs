@@ -32,7 +32,7 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 
 impl Metrics {
     /// Renders the counters in Prometheus text format (`hashes_in_flight`, audit figures passed in).
-    pub fn render(&self, hashes_in_flight: u64, audit_records: u64, audit_failures: u64) -> String {
+    pub fn render(&self, hashes_in_flight: u64, audit_records: u64, audit_failures: u64, audit_dropped: u64) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut s = String::new();
         let mut line = |name: &str, labels: &str, v: u64| {
@@ -61,6 +61,7 @@ impl Metrics {
         line("sso_legacy_password_hashes_upgraded_total", "", g(&self.legacy_hashes_upgraded));
         line("sso_audit_records_total", "", audit_records);
         line("sso_audit_failures_total", "", audit_failures);
+        line("sso_audit_dropped_total", "", audit_dropped);
         s
     }
 }

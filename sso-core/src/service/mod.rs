@@ -80,6 +80,7 @@ pub struct SsoBuilder {
     hooks: Vec<Arc<dyn SignupHook>>,
     expiry_policy: Option<Arc<dyn SessionExpiryPolicy>>,
     node_id: String,
+    inline_read_audit: bool,
 }
 
 impl SsoBuilder {
@@ -97,7 +98,15 @@ impl SsoBuilder {
             validators: Vec::new(),
             hooks: Vec::new(),
             expiry_policy: None,
+            inline_read_audit: false,
         }
+    }
+
+    /// Writes successful reads' records inline, before the call returns, instead of through the
+    /// bounded queue of spec/audit.md G5 (tests that inspect the trail right after a call).
+    pub fn inline_read_audit(mut self, inline: bool) -> Self {
+        self.inline_read_audit = inline;
+        self
     }
 
     /// Adds an audit sink (in `audit.sinks` order).
@@ -180,13 +189,16 @@ impl SsoBuilder {
         let dummy_pw = Password::generate().map_err(|e| BuildError::Internal(e.to_string()))?;
         let dummy_hash = hasher.hash(&dummy_pw).await.map_err(|e| BuildError::Internal(e.to_string()))?;
         let node = if self.node_id.is_empty() { host_name() } else { self.node_id };
+        let counters = Arc::new(trail::TrailCounters::default());
+        let reads = (!self.inline_read_audit && self.cfg.audit.include_reads && !self.sinks.is_empty())
+            .then(|| trail::spawn_read_writer(self.sinks.clone(), counters.clone()));
         let trail = Trail {
             sinks: self.sinks,
             on_failure: self.cfg.audit.on_failure,
             include_reads: self.cfg.audit.include_reads,
             node,
-            failures: Default::default(),
-            records: Default::default(),
+            counters,
+            reads,
         };
         Ok(Sso {
             inner: Arc::new(Inner {
@@ -308,9 +320,16 @@ impl Sso {
         let i = &self.inner;
         i.metrics.render(
             i.hasher.in_flight.load(Relaxed),
-            i.trail.records.load(Relaxed),
-            i.trail.failures.load(Relaxed),
+            i.trail.counters.records.load(Relaxed),
+            i.trail.counters.failures.load(Relaxed),
+            i.trail.counters.dropped.load(Relaxed),
         )
+    }
+
+    /// Waits until every queued read record (spec/audit.md G5) has been written to the sinks
+    /// (graceful shutdown, tests).
+    pub async fn flush_audit(&self) {
+        self.inner.trail.flush().await;
     }
 
     /// How many password verifications this instance has computed (real and dummy alike): the
@@ -401,8 +420,15 @@ impl Inner {
             return r;
         }
         Trail::set_outcome(&mut a, &r);
-        if a.kind == Kind::Read && r.is_ok() && !self.trail.include_reads {
-            return r;
+        if a.kind == Kind::Read && r.is_ok() {
+            if !self.trail.include_reads {
+                return r;
+            }
+            // G5: a successful read never waits for (or fails on) its record.
+            match self.trail.enqueue_read(a.rec) {
+                None => return r,
+                Some(rec) => a.rec = rec,
+            }
         }
         let written = self.trail.write(&a.rec, false).await;
         match (written, r) {
@@ -427,7 +453,7 @@ impl Inner {
         let in_tx = match tx.insert_audit(&a.rec).await {
             Ok(b) => Some(b),
             Err(e) => {
-                self.trail.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.trail.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, "in-transaction audit insert failed");
                 None
             }

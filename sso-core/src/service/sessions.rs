@@ -522,11 +522,17 @@ impl SessionApi<'_> {
         let mut a = s.audit(ctx, "session.verify", Kind::Read);
         let r = async {
             let caller = s.authenticate(ctx, &mut a, false).await?;
-            if !caller.is_super() {
-                let own = ctx.current_ust.as_ref().is_some_and(|u| u.ct_eq(target_ust.expose()));
-                if !own {
-                    return Err(SsoError::not_allowed(Reason::NotOwner));
-                }
+            let own = ctx.current_ust.as_ref().is_some_and(|u| u.ct_eq(target_ust.expose()));
+            if !caller.is_super() && !own {
+                return Err(SsoError::not_allowed(Reason::NotOwner));
+            }
+            // Verifying one's own session: the pipeline just validated it (the same record, user
+            // and account checks), so it is not read a second time.
+            if own && let Some(me) = caller.session_user() {
+                a.target_user(&me.user.user_id);
+                a.target_session(&me.session.session_id);
+                a.detail("is_valid", true);
+                return Ok(true);
             }
             let now = s.now();
             let valid = match s.resolve_session(target_ust, now).await {

@@ -55,14 +55,85 @@ pub(crate) fn new_ulid(now: Timestamp) -> String {
     ulid::Ulid::from_parts(ms, rnd).to_string()
 }
 
+/// A message to the read-audit writer (spec/audit.md G5).
+pub(crate) enum ReadMsg {
+    /// A successful read's record.
+    Record(Box<AuditRecord>),
+    /// Acknowledge once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The bound of the read-audit queue (spec/audit.md G5).
+pub(crate) const READ_QUEUE: usize = 10_000;
+
+/// Counters shared by the trail and its read-audit writer.
+#[derive(Debug, Default)]
+pub(crate) struct TrailCounters {
+    pub records: AtomicU64,
+    pub failures: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Writes one record to every sink (but the `sql` sink when it already stored it in the store's
+/// transaction); returns the first required sink's error.
+async fn write_all(
+    sinks: &[Arc<dyn AuditSink>],
+    counters: &TrailCounters,
+    rec: &AuditRecord,
+    skip_sql: bool,
+) -> Result<(), AuditError> {
+    let mut first_err = None;
+    for s in sinks {
+        if skip_sql && s.name() == "sql" {
+            continue;
+        }
+        if let Err(e) = s.write(rec).await {
+            counters.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(sink = s.name(), error = %e, cid = %rec.cid, op = %rec.op, "audit sink write failed");
+            if s.required() && first_err.is_none() {
+                first_err = Some(e);
+            }
+        }
+    }
+    counters.records.fetch_add(1, Ordering::Relaxed);
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Starts the writer of successful reads' records: it drains the bounded queue into the sinks, so
+/// a slow or failing sink never delays or fails a read (spec/audit.md G5). Ends when the last
+/// sender (the `Sso`) is dropped.
+pub(crate) fn spawn_read_writer(
+    sinks: Vec<Arc<dyn AuditSink>>,
+    counters: Arc<TrailCounters>,
+) -> tokio::sync::mpsc::Sender<ReadMsg> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ReadMsg>(READ_QUEUE);
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ReadMsg::Record(rec) => {
+                    let _ = write_all(&sinks, &counters, &rec, false).await;
+                }
+                ReadMsg::Flush(ack) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// The configured sinks.
 pub(crate) struct Trail {
     pub sinks: Vec<Arc<dyn AuditSink>>,
     pub on_failure: OnFailure,
     pub include_reads: bool,
     pub node: String,
-    pub failures: AtomicU64,
-    pub records: AtomicU64,
+    pub counters: Arc<TrailCounters>,
+    /// The read-audit queue (`None`: reads are written inline, as in tests).
+    pub reads: Option<tokio::sync::mpsc::Sender<ReadMsg>>,
 }
 
 impl Trail {
@@ -100,26 +171,26 @@ impl Trail {
     /// Writes to every sink except `skip` (a sink that already stored the record in the store's
     /// transaction). Returns the first required sink's error.
     pub(crate) async fn write(&self, rec: &AuditRecord, skip_sql: bool) -> Result<(), AuditError> {
-        let mut first_err = None;
-        for s in &self.sinks {
-            if skip_sql && s.name() == "sql" {
-                continue;
-            }
-            match s.write(rec).await {
-                Ok(()) => {}
-                Err(e) => {
-                    self.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(sink = s.name(), error = %e, cid = %rec.cid, op = %rec.op, "audit sink write failed");
-                    if s.required() && first_err.is_none() {
-                        first_err = Some(e);
-                    }
-                }
-            }
+        write_all(&self.sinks, &self.counters, rec, skip_sql).await
+    }
+
+    /// Queues a successful read's record (G5); gives it back when there is no queue (write it
+    /// inline). A full queue drops the record and counts it in `sso_audit_dropped_total`.
+    pub(crate) fn enqueue_read(&self, rec: AuditRecord) -> Option<AuditRecord> {
+        let Some(tx) = &self.reads else { return Some(rec) };
+        if tx.try_send(ReadMsg::Record(Box::new(rec))).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        self.records.fetch_add(1, Ordering::Relaxed);
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        None
+    }
+
+    /// Waits until every read record queued so far is written.
+    pub(crate) async fn flush(&self) {
+        if let Some(tx) = &self.reads {
+            let (ack, done) = tokio::sync::oneshot::channel();
+            if tx.send(ReadMsg::Flush(ack)).await.is_ok() {
+                let _ = done.await;
+            }
         }
     }
 

@@ -335,3 +335,114 @@ async fn on_failure_log_lets_operations_succeed() {
     f.audit.set_failing(false);
     assert!(f.audit.records().iter().all(|r| r.op != "user.lock_user"), "nothing reached the failing sink");
 }
+
+// ----- G5: successful reads through a bounded queue --------------------------------------------
+
+mod read_queue {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use sso_core::Sso;
+    use sso_core::audit::{AuditError, AuditRecord, AuditSink};
+    use sso_core::config::Config;
+    use sso_core::ids::{Cid, RemoteAddr};
+    use sso_core::secret::Password;
+    use sso_core::service::NewUser;
+    use sso_core::testing::PASSWORD;
+    use sso_core::{CallCtx, SsoError};
+
+    /// A required sink that blocks while `held`, or fails while `failing`, counting what it wrote.
+    #[derive(Default)]
+    struct GateSink {
+        held: AtomicBool,
+        failing: AtomicBool,
+        written: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl AuditSink for GateSink {
+        fn name(&self) -> &str {
+            "gate"
+        }
+        fn required(&self) -> bool {
+            true
+        }
+        async fn write(&self, _: &AuditRecord) -> Result<(), AuditError> {
+            while self.held.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(AuditError { sink: "gate".into(), detail: "failing".into() });
+            }
+            self.written.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn world(sink: Arc<GateSink>) -> (Sso, CallCtx, sso_core::secret::Ust) {
+        let sso =
+            Sso::builder(Config::for_tests(), sso_core::memory::stores()).audit_sink(sink).build().await.unwrap();
+        let op = sso.operator_ctx(Cid::generate(), "t");
+        let data =
+            NewUser { username: Some("reader".into()), password: Some(Password::new(PASSWORD)), ..Default::default() };
+        sso.user().create_user(&op, data, true).await.unwrap();
+        let anon = CallCtx::new(Cid::generate(), sso.config().apps.default.clone(), RemoteAddr::localhost());
+        let s = sso.user().login(&anon, "reader", &Password::new(PASSWORD), None, None).await.unwrap();
+        let mut ctx = anon.clone();
+        ctx.current_ust = Some(s.ust.clone());
+        (sso, ctx, s.ust)
+    }
+
+    fn metric(sso: &Sso, name: &str) -> u64 {
+        sso.render_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// A read returns before its record is written; the record follows; a flush waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_for_their_record() {
+        let sink = Arc::new(GateSink::default());
+        let (sso, ctx, ust) = world(sink.clone()).await;
+        let before = sink.written.load(Ordering::SeqCst);
+        sink.held.store(true, Ordering::SeqCst);
+        // The sink blocks: the read still answers at once.
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), sso.session().verify(&ctx, &ust)).await;
+        assert!(r.unwrap().unwrap(), "verify answered while the sink was blocked");
+        sink.held.store(false, Ordering::SeqCst);
+        sso.flush_audit().await;
+        assert_eq!(sink.written.load(Ordering::SeqCst), before + 1, "the read's record was written after it");
+    }
+
+    /// A failing required sink fails writes but never a read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_sink_never_fails_a_read() {
+        let sink = Arc::new(GateSink::default());
+        let (sso, ctx, ust) = world(sink.clone()).await;
+        sink.failing.store(true, Ordering::SeqCst);
+        assert!(sso.session().verify(&ctx, &ust).await.unwrap());
+        let op = sso.operator_ctx(Cid::generate(), "t");
+        let err = sso.user().lock_user(&op, "zusr0000000000000000000000").await.unwrap_err();
+        assert!(matches!(err, SsoError::Validation { .. } | SsoError::Unavailable { .. }));
+        sso.flush_audit().await;
+        assert!(metric(&sso, "sso_audit_failures_total") >= 1);
+    }
+
+    /// Overflow drops records (counted in `sso_audit_dropped_total`), never blocks the call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overflow_drops_and_counts() {
+        let sink = Arc::new(GateSink::default());
+        let (sso, ctx, ust) = world(sink.clone()).await;
+        sink.held.store(true, Ordering::SeqCst);
+        let n = 10_000 + 500;
+        for _ in 0..n {
+            assert!(sso.session().verify(&ctx, &ust).await.unwrap());
+        }
+        let dropped = metric(&sso, "sso_audit_dropped_total");
+        // The writer holds one record in the blocked sink and the queue holds 10 000.
+        assert!((499..=500).contains(&dropped), "dropped {dropped}");
+        sink.held.store(false, Ordering::SeqCst);
+        sso.flush_audit().await;
+    }
+}
