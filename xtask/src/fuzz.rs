@@ -73,7 +73,11 @@ fn run_target(target: &str, secs: u64) -> Result<Outcome, String> {
                 out.secs = w.get(3).and_then(|n| n.parse().ok()).unwrap_or(0);
             }
             if let Some(i) = line.find("cov: ") {
-                out.cov = line.get(i + 5..).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(out.cov);
+                out.cov = line
+                    .get(i + 5..)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(out.cov);
             }
             if line.contains("ERROR: libFuzzer") || line.contains("panicked at") || line.contains("SUMMARY: ") {
                 out.crashed = true;
@@ -129,5 +133,9 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     }
     let _ = std::fs::create_dir_all("target/fuzz");
     let _ = std::fs::write("target/fuzz/summary.json", format!("[{}]\n", rows.join(",")));
-    if failed.is_empty() { Ok(()) } else { Err(format!("fuzz targets crashed: {} (see fuzz/artifacts)", failed.join(", "))) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fuzz targets crashed: {} (see fuzz/artifacts)", failed.join(", ")))
+    }
 }

@@ -380,8 +380,7 @@ mod read_queue {
     }
 
     async fn world(sink: Arc<GateSink>) -> (Sso, CallCtx, sso_core::secret::Ust) {
-        let sso =
-            Sso::builder(Config::for_tests(), sso_core::memory::stores()).audit_sink(sink).build().await.unwrap();
+        let sso = Sso::builder(Config::for_tests(), sso_core::memory::stores()).audit_sink(sink).build().await.unwrap();
         let op = sso.operator_ctx(Cid::generate(), "t");
         let data =
             NewUser { username: Some("reader".into()), password: Some(Password::new(PASSWORD)), ..Default::default() };
