@@ -231,3 +231,30 @@ pub async fn run() -> Result<Vec<Section>, String> {
         json: json!({"figures": figures_json(&figs), "ratios": js, "session_verify_per_core": verify}),
     }])
 }
+
+/// `sso-bench profile-verify`: in-process session verify on the memory store in a loop for
+/// `SSO_BENCH_SECS` (default 10) seconds — a steady workload to run under `perf record`. Not a
+/// report group.
+pub async fn profile_verify() -> Result<(), String> {
+    let secs: u64 = std::env::var("SSO_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let sso = sso_on(sso_core::memory::stores(), None, |_| {}).await?;
+    create_user(&sso, "alice").await?;
+    let info = sso
+        .user()
+        .login(&user_ctx(), "alice", &Password::new(PASSWORD), None, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ctx = user_ctx().with_ust(info.ust.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while std::time::Instant::now() < deadline {
+        for _ in 0..1000 {
+            if !sso.session().verify(&ctx, &info.ust).await.map_err(|e| e.to_string())? {
+                return Err("verify said invalid".into());
+            }
+        }
+        n += 1000;
+    }
+    eprintln!("{n} verifies in {secs} s: {:.0}/s", n as f64 / secs as f64);
+    Ok(())
+}

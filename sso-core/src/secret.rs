@@ -122,7 +122,10 @@ impl Ust {
         input.extend_from_slice(self.0.as_bytes());
         let h = digest::sha256(&input);
         let first = h.get(..16).unwrap_or(&[]);
-        SessionId::parse(&format!("zses{}", crockford::encode(first)))
+        let mut id = String::with_capacity(30);
+        id.push_str(SessionId::PREFIX);
+        id.push_str(&crockford::encode(first));
+        SessionId::parse(&id)
     }
 }
 
