@@ -249,7 +249,11 @@ pub async fn open_stores(cfg: &Config, migrate: bool) -> Result<OpenStores, Wire
     let mut stores = get(&urls[0].1)?.stores().ok_or_else(|| {
         WireError::Config(ConfigError::new("store.users", "Redis holds sessions and counters only, not users"))
     })?;
-    get(&urls[1].1)?.sessions_into(&mut stores);
+    // Sessions in the users database stay on the same store object, which lets the core read a
+    // session and its user in one round trip.
+    if urls[1].1 != urls[0].1 {
+        get(&urls[1].1)?.sessions_into(&mut stores);
+    }
     get(&urls[2].1)?.counters_into(&mut stores);
     Ok(OpenStores { stores, backends: by_url })
 }

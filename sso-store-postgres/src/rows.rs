@@ -47,11 +47,46 @@ pub(crate) fn bind_all(mut q: Query<'_>, vals: Vec<Val>) -> Query<'_> {
 /// A decoded row.
 pub(crate) struct R<'a>(pub &'a PgRow);
 
-fn get<'r, T>(row: &'r PgRow, col: &str) -> Result<T, StoreError>
+fn get<'r, T, I>(row: &'r PgRow, col: I) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    I: sqlx::ColumnIndex<PgRow>,
 {
     row.try_get(col).map_err(|e| StoreError::corrupt(e.to_string()))
+}
+
+/// The column that splits a joined row: `SELECT a.*, 0 AS {SPLIT}, b.* …`.
+pub(crate) const SPLIT: &str = "sso_split";
+
+/// One table's half of a joined row (see [`SPLIT`]): names resolve within that half only, so
+/// columns both tables have (`user_id`, `creation_time`) are read from the right one.
+pub(crate) struct Part<'a> {
+    row: &'a PgRow,
+    from: usize,
+    to: usize,
+}
+
+impl<'a> Part<'a> {
+    /// The halves before and after the [`SPLIT`] column.
+    pub(crate) fn split(row: &'a PgRow) -> Result<(Part<'a>, Part<'a>), StoreError> {
+        use sqlx::Column;
+        let n = row.columns().len();
+        let at = row
+            .columns()
+            .iter()
+            .position(|c| c.name() == SPLIT)
+            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
+        Ok((Part { row, from: 0, to: at }, Part { row, from: at + 1, to: n }))
+    }
+
+    fn at(&self, col: &str) -> Result<usize, StoreError> {
+        use sqlx::Column;
+        let cols = self.row.columns().get(self.from..self.to).unwrap_or(&[]);
+        cols.iter()
+            .position(|c| c.name() == col)
+            .map(|i| i + self.from)
+            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
+    }
 }
 
 impl RowRead for R<'_> {
@@ -71,16 +106,46 @@ impl RowRead for R<'_> {
         Ok(from_odt(get(self.0, col)?))
     }
     fn opt_ts(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(get::<Option<OffsetDateTime>>(self.0, col)?.map(from_odt))
+        Ok(get::<Option<OffsetDateTime>, _>(self.0, col)?.map(from_odt))
     }
     fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
         get(self.0, col)
     }
     fn json(&self, col: &str) -> Result<String, StoreError> {
-        Ok(get::<Json<serde_json::Value>>(self.0, col)?.0.to_string())
+        Ok(get::<Json<serde_json::Value>, _>(self.0, col)?.0.to_string())
     }
     fn opt_json(&self, col: &str) -> Result<Option<String>, StoreError> {
-        Ok(get::<Option<Json<serde_json::Value>>>(self.0, col)?.map(|j| j.0.to_string()))
+        Ok(get::<Option<Json<serde_json::Value>>, _>(self.0, col)?.map(|j| j.0.to_string()))
+    }
+}
+
+impl RowRead for Part<'_> {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn ts(&self, col: &str) -> Result<Timestamp, StoreError> {
+        Ok(from_odt(get(self.row, self.at(col)?)?))
+    }
+    fn opt_ts(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(get::<Option<OffsetDateTime>, _>(self.row, self.at(col)?)?.map(from_odt))
+    }
+    fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn json(&self, col: &str) -> Result<String, StoreError> {
+        Ok(get::<Json<serde_json::Value>, _>(self.row, self.at(col)?)?.0.to_string())
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(get::<Option<Json<serde_json::Value>>, _>(self.row, self.at(col)?)?.map(|j| j.0.to_string()))
     }
 }
 

@@ -33,11 +33,46 @@ pub(crate) fn bind_all(mut q: Query<'_>, vals: Vec<Val>) -> Query<'_> {
 /// A decoded row.
 pub(crate) struct R<'a>(pub &'a SqliteRow);
 
-fn get<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T, StoreError>
+fn get<'r, T, I>(row: &'r SqliteRow, col: I) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+    I: sqlx::ColumnIndex<SqliteRow>,
 {
     row.try_get(col).map_err(|e| StoreError::corrupt(e.to_string()))
+}
+
+/// The column that splits a joined row: `SELECT a.*, 0 AS {SPLIT}, b.* …`.
+pub(crate) const SPLIT: &str = "sso_split";
+
+/// One table's half of a joined row (see [`SPLIT`]): names resolve within that half only, so
+/// columns both tables have (`user_id`, `creation_time`) are read from the right one.
+pub(crate) struct Part<'a> {
+    row: &'a SqliteRow,
+    from: usize,
+    to: usize,
+}
+
+impl<'a> Part<'a> {
+    /// The halves before and after the [`SPLIT`] column.
+    pub(crate) fn split(row: &'a SqliteRow) -> Result<(Part<'a>, Part<'a>), StoreError> {
+        use sqlx::Column;
+        let n = row.columns().len();
+        let at = row
+            .columns()
+            .iter()
+            .position(|c| c.name() == SPLIT)
+            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
+        Ok((Part { row, from: 0, to: at }, Part { row, from: at + 1, to: n }))
+    }
+
+    fn at(&self, col: &str) -> Result<usize, StoreError> {
+        use sqlx::Column;
+        let cols = self.row.columns().get(self.from..self.to).unwrap_or(&[]);
+        cols.iter()
+            .position(|c| c.name() == col)
+            .map(|i| i + self.from)
+            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
+    }
 }
 
 impl RowRead for R<'_> {
@@ -51,13 +86,13 @@ impl RowRead for R<'_> {
         get(self.0, col)
     }
     fn flag(&self, col: &str) -> Result<bool, StoreError> {
-        Ok(get::<i64>(self.0, col)? != 0)
+        Ok(get::<i64, _>(self.0, col)? != 0)
     }
     fn ts(&self, col: &str) -> Result<Timestamp, StoreError> {
         Ok(Timestamp::from_micros(get(self.0, col)?))
     }
     fn opt_ts(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
-        Ok(get::<Option<i64>>(self.0, col)?.map(Timestamp::from_micros))
+        Ok(get::<Option<i64>, _>(self.0, col)?.map(Timestamp::from_micros))
     }
     fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
         get(self.0, col)
@@ -67,6 +102,36 @@ impl RowRead for R<'_> {
     }
     fn opt_json(&self, col: &str) -> Result<Option<String>, StoreError> {
         get(self.0, col)
+    }
+}
+
+impl RowRead for Part<'_> {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(get::<i64, _>(self.row, self.at(col)?)? != 0)
+    }
+    fn ts(&self, col: &str) -> Result<Timestamp, StoreError> {
+        Ok(Timestamp::from_micros(get(self.row, self.at(col)?)?))
+    }
+    fn opt_ts(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(get::<Option<i64>, _>(self.row, self.at(col)?)?.map(Timestamp::from_micros))
+    }
+    fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn json(&self, col: &str) -> Result<String, StoreError> {
+        get(self.row, self.at(col)?)
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<String>, StoreError> {
+        get(self.row, self.at(col)?)
     }
 }
 

@@ -106,6 +106,7 @@ macro_rules! __conformance_group {
         $crate::$cb! { [$($args)*] sessions [
             create_get,
             unknown_id,
+            get_with_user,
             extend_never_backwards,
             extend_missing,
             set_epoch,

@@ -61,6 +61,35 @@ pub async fn unknown_id(stores: Stores) {
     assert!(stores.sessions.get(&sid).await.unwrap().is_none(), "nothing was created on the way");
 }
 
+/// `get_with_user`, where the session store holds users too, answers exactly what `get` then
+/// `get_by_id` would (both records whole, the session's own `user_id` and `creation_time` not
+/// mixed up with the user's), `NotFound` for an unknown id; otherwise `Unsupported`.
+pub async fn get_with_user(stores: Stores) {
+    use crate::store::SessionLookup;
+    let u = owner(&stores, "joined").await;
+    let mut s = session_record(&u, at(3600));
+    s.creation_time = at_us(1_234_567);
+    create(&stores, &s).await;
+    let user = stores.users.get_by_id(&u).await.unwrap().expect("owner");
+    match stores.sessions.get_with_user(&s.session_id).await.unwrap() {
+        SessionLookup::Unsupported => {
+            assert!(
+                matches!(stores.sessions.get_with_user(&new_session_id()).await.unwrap(), SessionLookup::Unsupported),
+                "a store that cannot join says so for every id"
+            );
+        }
+        SessionLookup::Found(both) => {
+            assert_eq!(both.0, s, "the session, whole");
+            assert_eq!(both.1, user, "its user, whole");
+            assert!(
+                matches!(stores.sessions.get_with_user(&new_session_id()).await.unwrap(), SessionLookup::NotFound),
+                "unknown id"
+            );
+        }
+        SessionLookup::NotFound => panic!("get_with_user missed an existing session and user"),
+    }
+}
+
 /// `extend` sets `max(current, new)`: forwards moves, backwards is a no-op that still returns true.
 pub async fn extend_never_backwards(stores: Stores) {
     let u = owner(&stores, "ext").await;

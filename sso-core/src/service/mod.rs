@@ -46,7 +46,7 @@ use crate::error::{Code, Reason, SsoError, SsoResult};
 use crate::ids::{Cid, RemoteAddr, SessionId, UserId};
 use crate::model::{ApprovalStatus, SessionRecord, SignUpStatus, UserRecord};
 use crate::secret::{Password, Ust};
-use crate::store::{Stores, UserTx};
+use crate::store::{SessionLookup, Stores, UserTx};
 use crate::time::{Clock, SystemClock, Timestamp};
 use ctx::{Authn, Caller};
 use hashing::Hasher;
@@ -202,6 +202,7 @@ impl SsoBuilder {
         };
         Ok(Sso {
             inner: Arc::new(Inner {
+                joined_lookup: same_object(&self.stores.users, &self.stores.sessions),
                 stores: self.stores,
                 trail,
                 keys: Keys::new(ring, self.key_ring_reloader),
@@ -256,6 +257,14 @@ pub(crate) struct Inner {
     pub hooks: Vec<Arc<dyn SignupHook>>,
     pub expiry_policy: Option<Arc<dyn SessionExpiryPolicy>>,
     pub metrics: Metrics,
+    /// The session store is the user store object too (one database): sessions and their
+    /// users are read in one round trip ([`SessionStore::get_with_user`]).
+    pub joined_lookup: bool,
+}
+
+/// Whether two trait objects are the same object (same data address).
+fn same_object<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a).cast::<u8>(), Arc::as_ptr(b).cast::<u8>())
 }
 
 impl Sso {
@@ -547,18 +556,35 @@ impl Inner {
             inc(&self.metrics.invalid_ust);
             return Err(no_session());
         };
-        let session = self.stores.sessions.get(&sid).await?.ok_or_else(no_session)?;
+        let (session, user) = if self.joined_lookup {
+            match self.stores.sessions.get_with_user(&sid).await? {
+                SessionLookup::Found(both) => *both,
+                SessionLookup::NotFound => return Err(no_session()),
+                SessionLookup::Unsupported => self.read_session_then_user(&sid).await?.ok_or_else(no_session)?,
+            }
+        } else {
+            self.read_session_then_user(&sid).await?.ok_or_else(no_session)?
+        };
         if !crate::crypto::digest::ct_eq(&session.ust_hash, &ust.hash()) {
             return Err(no_session());
         }
         if session.is_expired(now) {
             return Err(no_session());
         }
-        let user = self.stores.users.get_by_id(&session.user_id).await?.ok_or_else(no_session)?;
+        if session.user_id != user.user_id {
+            return Err(no_session());
+        }
         if session.epoch != user.session_epoch {
             return Err(no_session());
         }
         Ok((session, user))
+    }
+
+    /// The session, then its user: two reads (stores that do not hold both).
+    async fn read_session_then_user(&self, sid: &SessionId) -> SsoResult<Option<(SessionRecord, UserRecord)>> {
+        let Some(session) = self.stores.sessions.get(sid).await? else { return Ok(None) };
+        let Some(user) = self.stores.users.get_by_id(&session.user_id).await? else { return Ok(None) };
+        Ok(Some((session, user)))
     }
 
     /// Pipeline steps 6–10: address, lock, sign-up, approval and (when `expiry`) password expiry.

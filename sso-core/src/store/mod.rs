@@ -224,6 +224,17 @@ pub trait LinkedAuthStore: Send + Sync {
     async fn get_link(&self, auth_type: &str, auth_username: &str) -> StoreResult<Option<LinkedAuthRecord>>;
 }
 
+/// The answer of [`SessionStore::get_with_user`].
+#[derive(Debug, Clone)]
+pub enum SessionLookup {
+    /// This store does not hold users; read the session and the user separately.
+    Unsupported,
+    /// No such session, or its user is gone.
+    NotFound,
+    /// The session and its user.
+    Found(Box<(SessionRecord, UserRecord)>),
+}
+
 /// Sessions (spec/storage.md §1 `SessionStore`).
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -232,6 +243,16 @@ pub trait SessionStore: Send + Sync {
 
     /// By id; expired records too (the core decides validity).
     async fn get(&self, session_id: &SessionId) -> StoreResult<Option<SessionRecord>>;
+
+    /// The session and its user in one read, for a backend that holds users too (the SQL
+    /// stores join the two tables). The service asks only when this very object is also the
+    /// [`UserStore`] in use, so both come from one database. `Found` needs both the session and
+    /// its user; expired sessions are returned too. The default answers
+    /// [`SessionLookup::Unsupported`] and the service reads twice.
+    async fn get_with_user(&self, session_id: &SessionId) -> StoreResult<SessionLookup> {
+        let _ = session_id;
+        Ok(SessionLookup::Unsupported)
+    }
 
     /// Sets `expiration_time = max(current, new)`; `false` if missing.
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool>;
