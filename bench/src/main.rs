@@ -15,6 +15,10 @@ mod reset_totp;
 mod scale;
 mod server;
 
+/// The same allocator as the `sso` binary, so in-process figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -74,6 +78,12 @@ fn us(d: Duration) -> String {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only: Option<&str> = args.first().map(String::as_str);
+    if only == Some("profile-verify") {
+        if let Err(e) = micro::profile_verify().await {
+            eprintln!("profile-verify failed: {e}");
+        }
+        return;
+    }
     let root = std::env::var("SSO_BENCH_OUT").unwrap_or_else(|_| ".".into());
     let store = format!("{root}/target/bench/sections");
     let _ = std::fs::create_dir_all(&store);
