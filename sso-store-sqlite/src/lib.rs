@@ -18,6 +18,7 @@
 mod attrs;
 mod audit;
 mod counters;
+mod fast_read;
 mod rows;
 mod sessions;
 mod users;
@@ -55,6 +56,8 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     audit_table: Option<Arc<str>>,
     pool: SqlitePool,
+    /// Direct read-only connections for the session-verify read (file databases only).
+    fast: Option<Arc<fast_read::FastReader>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -69,13 +72,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(opts.busy_timeout);
+        let fast =
+            fast_read::FastReader::for_file(connect.get_filename().to_path_buf(), opts.busy_timeout).map(Arc::new);
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.pool_max.max(1))
             .acquire_timeout(opts.connect_timeout)
             .connect_with(connect)
             .await
             .map_err(rows::map_err)?;
-        Ok(SqliteStore { pool, audit_table: None })
+        Ok(SqliteStore { pool, audit_table: None, fast })
     }
 
     /// Applies pending migrations.

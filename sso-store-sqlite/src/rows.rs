@@ -45,9 +45,11 @@ where
 pub(crate) const SPLIT: &str = "sso_split";
 
 /// One table's half of a joined row (see [`SPLIT`]): names resolve within that half only, so
-/// columns both tables have (`user_id`, `creation_time`) are read from the right one.
+/// columns both tables have (`user_id`, `creation_time`) are read from the right one. The names
+/// are collected once per row, not once per field.
 pub(crate) struct Part<'a> {
     row: &'a SqliteRow,
+    names: std::rc::Rc<Vec<&'a str>>,
     from: usize,
     to: usize,
 }
@@ -56,20 +58,19 @@ impl<'a> Part<'a> {
     /// The halves before and after the [`SPLIT`] column.
     pub(crate) fn split(row: &'a SqliteRow) -> Result<(Part<'a>, Part<'a>), StoreError> {
         use sqlx::Column;
-        let n = row.columns().len();
-        let at = row
-            .columns()
+        let names: std::rc::Rc<Vec<&'a str>> = std::rc::Rc::new(row.columns().iter().map(|c| c.name()).collect());
+        let n = names.len();
+        let at = names
             .iter()
-            .position(|c| c.name() == SPLIT)
+            .position(|c| *c == SPLIT)
             .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
-        Ok((Part { row, from: 0, to: at }, Part { row, from: at + 1, to: n }))
+        Ok((Part { row, names: names.clone(), from: 0, to: at }, Part { row, names, from: at + 1, to: n }))
     }
 
     fn at(&self, col: &str) -> Result<usize, StoreError> {
-        use sqlx::Column;
-        let cols = self.row.columns().get(self.from..self.to).unwrap_or(&[]);
-        cols.iter()
-            .position(|c| c.name() == col)
+        self.names
+            .get(self.from..self.to)
+            .and_then(|half| half.iter().position(|c| *c == col))
             .map(|i| i + self.from)
             .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
     }

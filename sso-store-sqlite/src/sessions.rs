@@ -9,8 +9,13 @@ use sso_core::store::{SessionLookup, SessionStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
+use crate::fast_read::Half;
 use crate::rows::{Part, R, bind_all, map_err};
 use sso_store_sql::{history_json, insert_session_sql, session_from_row, session_values, user_from_row};
+
+/// A session and its user in one row, split at the `sso_split` column.
+const JOINED_SQL: &str = "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
+                          WHERE s.session_id = $1";
 
 #[async_trait]
 impl SessionStore for SqliteStore {
@@ -34,14 +39,15 @@ impl SessionStore for SqliteStore {
     async fn get_with_user(&self, session_id: &SessionId) -> StoreResult<SessionLookup> {
         // One round trip instead of two on the session-verify path; the split column marks
         // where the session's columns end and the user's begin.
-        let row = sqlx::query(
-            "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
-             WHERE s.session_id = $1",
-        )
-        .bind(session_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        if let Some(fast) = &self.fast {
+            let found = fast.one(JOINED_SQL, session_id.as_str(), |row| {
+                let (session, user) = Half::split(row)?;
+                Ok((session_from_row(&session)?, user_from_row(&user)?))
+            })?;
+            return Ok(found.map_or(SessionLookup::NotFound, |both| SessionLookup::Found(Box::new(both))));
+        }
+        let row =
+            sqlx::query(JOINED_SQL).bind(session_id.as_str()).fetch_optional(&self.pool).await.map_err(map_err)?;
         let Some(row) = row else { return Ok(SessionLookup::NotFound) };
         let (session, user) = Part::split(&row)?;
         Ok(SessionLookup::Found(Box::new((session_from_row(&session)?, user_from_row(&user)?))))

@@ -31,6 +31,19 @@ async fn smoke_login_and_reset_over_sqlite() {
     assert_eq!(key.expose_base32().len(), 32);
 }
 
+/// An in-memory database has no file a second connection could read: `get_with_user` and the
+/// session pipeline take the sqlx path there, with the same answers.
+#[tokio::test]
+async fn in_memory_database_joins_through_sqlx() {
+    let opts = SqliteOptions { pool_max: 1, ..SqliteOptions::default() };
+    let store = SqliteStore::open("sqlite::memory:", &opts).await.unwrap();
+    store.migrate().await.unwrap();
+    sso_core::conformance::sessions::get_with_user(store.stores()).await;
+    let f = Fixture::with(store.stores(), |_| {}).await;
+    let (_, ust) = f.user_with_session("mem", false).await;
+    assert!(f.sso.session().verify(&f.as_user(&ust), &ust).await.unwrap());
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent_and_listed() {
     let s = fresh_store().await;

@@ -1,0 +1,151 @@
+//! Point reads on the session-verify path without sqlx's worker-thread hop.
+//!
+//! sqlx runs every SQLite statement on a per-connection worker thread and hands rows back over a
+//! channel: two thread wake-ups per query, which the profile of `POST /user/session` showed as
+//! the largest cost after HTTP itself (futex, scheduler and channel frames ≈ 40 % of the server's
+//! CPU). A session verify is one indexed point read of pages that are nearly always cached, so
+//! it runs here directly on the calling task over a small pool of read-only `rusqlite`
+//! connections to the same file (the same `libsqlite3-sys` build sqlx links). In WAL mode a
+//! reader never waits for a writer, so the call stays in the microseconds; the busy timeout
+//! bounds the rare wait (a WAL recovery). In-memory databases, which other connections cannot
+//! see, keep the sqlx path.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use sso_core::StoreError;
+use sso_core::time::Timestamp;
+use sso_store_sql::RowRead;
+
+/// Read-only connections kept for reuse (more are opened when they are all in use).
+const KEEP: usize = 8;
+
+/// A pool of read-only connections to one SQLite file.
+#[derive(Debug)]
+pub(crate) struct FastReader {
+    path: PathBuf,
+    busy: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl FastReader {
+    /// A reader of `path`, or `None` for an in-memory database.
+    pub(crate) fn for_file(path: PathBuf, busy: Duration) -> Option<FastReader> {
+        let p = path.to_string_lossy();
+        if p.is_empty() || p.starts_with(":memory:") || p.starts_with("file:") || p.contains("mode=memory") {
+            return None;
+        }
+        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()) })
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(map_err)?;
+        conn.busy_timeout(self.busy).map_err(map_err)?;
+        Ok(conn)
+    }
+
+    /// Runs `sql` with one text parameter and decodes the first row, if any, with `decode`.
+    pub(crate) fn one<T>(
+        &self,
+        sql: &str,
+        param: &str,
+        decode: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = (|| {
+            let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+            let mut decoded = None;
+            stmt.query_row([param], |row| {
+                decoded = Some(decode(row));
+                Ok(())
+            })
+            .optional()
+            .map_err(map_err)?;
+            decoded.transpose()
+        })();
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < KEEP
+        {
+            v.push(conn);
+        }
+        out
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::corrupt(format!("sqlite: {e}")),
+        _ => StoreError::unavailable(format!("sqlite: {e}")),
+    }
+}
+
+/// One table's half of a joined `rusqlite` row (split at [`crate::rows::SPLIT`]). Column names
+/// are read from the statement once per row, not once per field (that lookup, with its UTF-8
+/// check, was a quarter of a verify's CPU).
+pub(crate) struct Half<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    names: std::rc::Rc<Vec<&'a str>>,
+    from: usize,
+    to: usize,
+}
+
+impl<'a, 'r> Half<'a, 'r> {
+    /// The halves before and after the split column.
+    pub(crate) fn split(row: &'a rusqlite::Row<'r>) -> Result<(Half<'a, 'r>, Half<'a, 'r>), StoreError> {
+        let names = std::rc::Rc::new(row.as_ref().column_names());
+        let n = names.len();
+        let at = names
+            .iter()
+            .position(|c| *c == crate::rows::SPLIT)
+            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
+        Ok((Half { row, names: names.clone(), from: 0, to: at }, Half { row, names, from: at + 1, to: n }))
+    }
+
+    fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> Result<T, StoreError> {
+        let i = self
+            .names
+            .get(self.from..self.to)
+            .and_then(|half| half.iter().position(|c| *c == col))
+            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))?;
+        self.row.get(i + self.from).map_err(map_err)
+    }
+}
+
+impl RowRead for Half<'_, '_> {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        self.get(col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.get(col)
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        self.get(col)
+    }
+    fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        Ok(self.get::<i64>(col)? != 0)
+    }
+    fn ts(&self, col: &str) -> Result<Timestamp, StoreError> {
+        Ok(Timestamp::from_micros(self.get(col)?))
+    }
+    fn opt_ts(&self, col: &str) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.get::<Option<i64>>(col)?.map(Timestamp::from_micros))
+    }
+    fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(col)
+    }
+    fn json(&self, col: &str) -> Result<String, StoreError> {
+        self.get(col)
+    }
+    fn opt_json(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.get(col)
+    }
+}
