@@ -30,7 +30,7 @@ pub struct FileSinkOptions {
 struct State {
     file: Option<std::fs::File>,
     size: u64,
-    pending: Vec<(String, oneshot::Sender<Result<(), String>>)>,
+    pending: Vec<(Vec<String>, oneshot::Sender<Result<(), String>>)>,
     writing: bool,
 }
 
@@ -62,6 +62,50 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 impl FileSink {
+    /// Queues `lines` and returns once they are written (and synced, per `fsync`). Whoever finds
+    /// no writer at work becomes it and drains every pending line in batches of one write each.
+    async fn append(&self, lines: Vec<String>) -> Result<(), AuditError> {
+        let err = |d: String| AuditError { sink: "file".into(), detail: d };
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut st = self.state.lock().await;
+            st.pending.push((lines, tx));
+            if st.writing {
+                false
+            } else {
+                st.writing = true;
+                true
+            }
+        };
+        if lead {
+            // Drain batches until nothing is pending; each batch is one write and one sync.
+            loop {
+                let state = self.state.clone();
+                let opts = self.opts.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut st = state.blocking_lock();
+                    let batch = std::mem::take(&mut st.pending);
+                    if batch.is_empty() {
+                        st.writing = false;
+                        return true;
+                    }
+                    let lines: Vec<String> = batch.iter().flat_map(|(l, _)| l.iter().cloned()).collect();
+                    let r = FileSink::write_batch(&opts, &mut st, &lines).map_err(|e| e.to_string());
+                    for (_, ack) in batch {
+                        let _ = ack.send(r.clone());
+                    }
+                    false
+                })
+                .await
+                .map_err(|e| err(e.to_string()))?;
+                if done {
+                    break;
+                }
+            }
+        }
+        rx.await.map_err(|e| err(e.to_string()))?.map_err(err)
+    }
+
     /// Opens (creating with mode 0600) the file.
     pub fn open(opts: FileSinkOptions) -> std::io::Result<FileSink> {
         let (file, size) = open(&opts.path)?;
@@ -138,45 +182,11 @@ impl AuditSink for FileSink {
     }
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let err = |d: String| AuditError { sink: "file".into(), detail: d };
-        let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut st = self.state.lock().await;
-            st.pending.push((record.to_json_line(), tx));
-            if st.writing {
-                false
-            } else {
-                st.writing = true;
-                true
-            }
-        };
-        if lead {
-            // Drain batches until nothing is pending; each batch is one write and one sync.
-            loop {
-                let state = self.state.clone();
-                let opts = self.opts.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    let mut st = state.blocking_lock();
-                    let batch = std::mem::take(&mut st.pending);
-                    if batch.is_empty() {
-                        st.writing = false;
-                        return true;
-                    }
-                    let lines: Vec<String> = batch.iter().map(|(l, _)| l.clone()).collect();
-                    let r = FileSink::write_batch(&opts, &mut st, &lines).map_err(|e| e.to_string());
-                    for (_, ack) in batch {
-                        let _ = ack.send(r.clone());
-                    }
-                    false
-                })
-                .await
-                .map_err(|e| err(e.to_string()))?;
-                if done {
-                    break;
-                }
-            }
-        }
-        rx.await.map_err(|e| err(e.to_string()))?.map_err(err)
+        self.append(vec![record.to_json_line()]).await
+    }
+
+    async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        self.append(records.iter().map(AuditRecord::to_json_line).collect()).await
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {
@@ -255,5 +265,24 @@ mod tests {
         assert_eq!(page.records.len(), 1);
         let all = sink.query(&AuditQuery { limit: 1000, ..Default::default() }).await.unwrap().unwrap();
         assert_eq!(all.records.len(), 41, "nothing lost across rotations");
+    }
+
+    /// A batch (the read-audit writer's) lands as consecutive lines in its order.
+    #[tokio::test]
+    async fn write_many_appends_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let opts =
+            FileSinkOptions { path: path.clone(), max_size_bytes: 1 << 20, max_files: 2, fsync: false, required: true };
+        let sink = FileSink::open(opts).unwrap();
+        sink.write(&rec(0)).await.unwrap();
+        sink.write_many(&(1..6).map(rec).collect::<Vec<_>>()).await.unwrap();
+        sink.write_many(&[]).await.unwrap();
+        let cids: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| AuditRecord::from_json_line(l).unwrap().cid)
+            .collect();
+        assert_eq!(cids, (0..6).map(|i| format!("cid{i}")).collect::<Vec<_>>());
     }
 }

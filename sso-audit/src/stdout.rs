@@ -41,4 +41,19 @@ impl AuditSink for StdoutSink {
         .await;
         r.map_err(|e| AuditError { sink: "stdout".into(), detail: e.to_string() })
     }
+
+    async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&r.to_json_line());
+            text.push('\n');
+        }
+        let mut out = self.out.lock().await;
+        let r = async {
+            out.write_all(text.as_bytes()).await?;
+            out.flush().await
+        }
+        .await;
+        r.map_err(|e| AuditError { sink: "stdout".into(), detail: e.to_string() })
+    }
 }

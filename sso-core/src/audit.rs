@@ -230,6 +230,16 @@ pub trait AuditSink: Send + Sync {
     /// Writes one record and returns after its durable acknowledgement.
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError>;
 
+    /// Writes several records (the background writer of successful reads hands over whatever
+    /// queued up, spec/audit.md G5). Sinks that can write a batch in one go override it; the
+    /// default writes them one by one, stopping at the first error.
+    async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        for r in records {
+            self.write(r).await?;
+        }
+        Ok(())
+    }
+
     /// Queries records; `Ok(None)` means the sink is not queryable.
     async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {
         let _ = q;

@@ -3061,14 +3061,14 @@ async fn sec_71_append_only_deployment_possible() {
         assert_eq!(sink.purges.load(Relaxed), purges, "retention_days = {days}");
         assert_eq!(sink.inner.records().len(), n, "nothing deleted");
     }
-    // The sink interface offers nothing but insert, query and the retention purge.
+    // The sink interface offers nothing but insert (one or a batch), query and the retention purge.
     let src = workspace_file("sso-core/src/audit.rs");
     let tr = &src[src.find("pub trait AuditSink").unwrap()..];
     let tr = &tr[..tr.find("\n}\n").unwrap()];
     let methods: Vec<&str> =
         tr.lines().filter_map(|l| l.trim().strip_prefix("async fn ").or(l.trim().strip_prefix("fn "))).collect();
     let names: Vec<&str> = methods.iter().map(|m| &m[..m.find('(').unwrap()]).collect();
-    assert_eq!(names, ["name", "required", "write", "query", "purge_before"]);
+    assert_eq!(names, ["name", "required", "write", "write_many", "query", "purge_before"]);
 }
 
 // ===== I. Cryptography and keys =================================================================
