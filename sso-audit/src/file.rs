@@ -27,10 +27,13 @@ pub struct FileSinkOptions {
     pub required: bool,
 }
 
+/// Answers a writer once its lines are written (or why not).
+type Ack = oneshot::Sender<Result<(), String>>;
+
 struct State {
     file: Option<std::fs::File>,
     size: u64,
-    pending: Vec<(Vec<String>, oneshot::Sender<Result<(), String>>)>,
+    pending: Vec<(Vec<String>, Ack)>,
     writing: bool,
 }
 
