@@ -22,7 +22,7 @@ impl SqliteStore {
             return Err(sso_core::StoreError::unavailable(format!("invalid audit table name {table:?}")));
         }
         for stmt in sql::create_table_sql(table, Flavor::Sqlite) {
-            if let Err(e) = sqlx::query(AssertSqlSafe(stmt)).execute(&self.pool).await {
+            if let Err(e) = sqlx::query(AssertSqlSafe(stmt)).execute(&self.writer).await {
                 let exists = sqlx::query(AssertSqlSafe(format!("SELECT 1 FROM {table} LIMIT 1")))
                     .fetch_optional(&self.pool)
                     .await;
@@ -69,7 +69,7 @@ impl AuditSink for SqlAuditSink {
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         bind_all(sqlx::query(AssertSqlSafe(sql::insert_sql(&self.table))), sql::audit_values(record))
-            .execute(&self.store.pool)
+            .execute(&self.store.writer)
             .await
             .map_err(err)?;
         Ok(())
@@ -84,6 +84,6 @@ impl AuditSink for SqlAuditSink {
 
     async fn purge_before(&self, ts: Timestamp) -> Result<u64, AuditError> {
         let q = bind(sqlx::query(AssertSqlSafe(sql::purge_sql(&self.table))), sql::purge_value(ts));
-        Ok(q.execute(&self.store.pool).await.map_err(err)?.rows_affected())
+        Ok(q.execute(&self.store.writer).await.map_err(err)?.rows_affected())
     }
 }

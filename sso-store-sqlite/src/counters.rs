@@ -24,7 +24,7 @@ impl CounterStore for SqliteStore {
         .bind(key)
         .bind(now.as_micros())
         .bind(now.plus(ttl).as_micros())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(map_err)?;
         let value: i64 = row.try_get("value").map_err(map_err)?;
@@ -50,7 +50,7 @@ impl CounterStore for SqliteStore {
     }
 
     async fn reset(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sso_counter WHERE key = $1").bind(key).execute(&self.pool).await.map_err(map_err)?;
+        sqlx::query("DELETE FROM sso_counter WHERE key = $1").bind(key).execute(&self.writer).await.map_err(map_err)?;
         Ok(())
     }
 
@@ -65,7 +65,7 @@ impl CounterStore for SqliteStore {
         .bind(i64::try_from(step).unwrap_or(i64::MAX))
         .bind(now.as_micros())
         .bind(now.plus(ttl).as_micros())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
@@ -74,7 +74,7 @@ impl CounterStore for SqliteStore {
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM sso_counter WHERE expires_at <= $1")
             .bind(now.as_micros())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected())

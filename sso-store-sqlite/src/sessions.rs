@@ -21,7 +21,7 @@ const JOINED_SQL: &str = "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOI
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
         bind_all(sqlx::query(AssertSqlSafe(insert_session_sql())), session_values(record))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -57,7 +57,7 @@ impl SessionStore for SqliteStore {
         let r = sqlx::query("UPDATE sso_session SET expiration_time = MAX(expiration_time, $2) WHERE session_id = $1")
             .bind(session_id.as_str())
             .bind(new_expiration.as_micros())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
@@ -67,14 +67,14 @@ impl SessionStore for SqliteStore {
         let r = sqlx::query("UPDATE sso_session SET epoch = $2 WHERE session_id = $1")
             .bind(session_id.as_str())
             .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn append_history(&self, session_id: &SessionId, entry: &HistoryEntry, max: u32) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let row = sqlx::query("SELECT history FROM sso_session WHERE session_id = $1")
             .bind(session_id.as_str())
             .fetch_optional(&mut *tx)
@@ -104,7 +104,7 @@ impl SessionStore for SqliteStore {
     async fn delete(&self, session_id: &SessionId) -> StoreResult<bool> {
         let r = sqlx::query("DELETE FROM sso_session WHERE session_id = $1")
             .bind(session_id.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
@@ -125,13 +125,13 @@ impl SessionStore for SqliteStore {
                 sqlx::query("DELETE FROM sso_session WHERE user_id = $1 AND session_id <> $2")
                     .bind(user_id.as_str())
                     .bind(keep.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
             }
             None => {
                 sqlx::query("DELETE FROM sso_session WHERE user_id = $1")
                     .bind(user_id.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
             }
         }
@@ -146,7 +146,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(now.as_micros())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(r.rows_affected())

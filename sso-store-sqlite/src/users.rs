@@ -245,7 +245,7 @@ impl UserTx for Tx {
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn UserTx>> {
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         Ok(Box::new(Tx { tx, audit_table: self.audit_table.clone() }))
     }
 
@@ -308,7 +308,7 @@ impl UserStore for SqliteStore {
             .bind(user_id.as_str().to_owned())
             .bind(old.to_owned())
             .bind(new.to_owned())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
@@ -355,7 +355,7 @@ impl PasswordResetStore for SqliteStore {
         )
         .bind(now.as_micros())
         .bind(i64_of(limit))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(r.rows_affected())
