@@ -113,7 +113,7 @@ async fn main() {
         "# Benchmarks\n\nMeasured by `cargo xtask bench` on this machine (2 cores); every figure is shown beside a\nbaseline measured in the same run. Regenerate with `cargo xtask bench` (or one group:\n`cargo xtask bench <group>`, groups: ",
     );
     md.push_str(&GROUPS.join(", "));
-    md.push_str(").\n");
+    md.push_str(").\n\nWhat the profiles of the hot paths showed, what was changed, before/after ratios, and\nwhat would close the goals still missed: [PERFORMANCE.md](PERFORMANCE.md).\n");
     let mut all = serde_json::Map::new();
     let mut files: Vec<_> =
         std::fs::read_dir(&store).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
