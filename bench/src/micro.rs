@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sso_core::Sso;
 use sso_core::config::Config;
 use sso_core::crypto::password::{self, Verdict};
 use sso_core::crypto::{aead, digest, random, totp};
 use sso_core::ids::Cid;
 use sso_core::secret::{Password, TotpCode, TotpKey, Ust};
 use sso_core::service::TotpTarget;
+use sso_core::service::views::SessionInfo;
 use sso_core::store::Stores;
 use sso_core::time::{Clock, ManualClock, SystemClock};
 
@@ -137,13 +139,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
 
     // ----- session verify on the memory store -----
     let stores: Stores = sso_core::memory::stores();
-    let sso = sso_on(stores.clone(), None, |_| {}).await?;
-    create_user(&sso, "alice").await?;
-    let info = sso
-        .user()
-        .login(&user_ctx(), "alice", &Password::new(PASSWORD), None, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (sso, info) = logged_in(stores.clone()).await?;
     let (sid, uid, ust) = (info.session_id.clone(), info.user_id.clone(), info.ust.clone());
     let lat = time_async(1000, FAST_SAMPLES, BUDGET, async || {
         let s = stores.sessions.get(&sid).await.map_err(|e| e.to_string())?;
@@ -232,18 +228,24 @@ pub async fn run() -> Result<Vec<Section>, String> {
     }])
 }
 
-/// `sso-bench profile-verify`: in-process session verify on the memory store in a loop for
-/// `SSO_BENCH_SECS` (default 10) seconds — a steady workload to run under `perf record`. Not a
-/// report group.
-pub async fn profile_verify() -> Result<(), String> {
-    let secs: u64 = std::env::var("SSO_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let sso = sso_on(sso_core::memory::stores(), None, |_| {}).await?;
+/// An `Sso` over `stores` with user `alice` logged in once.
+async fn logged_in(stores: Stores) -> Result<(Sso, SessionInfo), String> {
+    let sso = sso_on(stores, None, |_| {}).await?;
     create_user(&sso, "alice").await?;
     let info = sso
         .user()
         .login(&user_ctx(), "alice", &Password::new(PASSWORD), None, None)
         .await
         .map_err(|e| e.to_string())?;
+    Ok((sso, info))
+}
+
+/// `sso-bench profile-verify`: in-process session verify on the memory store in a loop for
+/// `SSO_BENCH_SECS` (default 10) seconds — a steady workload to run under `perf record`. Not a
+/// report group.
+pub async fn profile_verify() -> Result<(), String> {
+    let secs: u64 = std::env::var("SSO_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let (sso, info) = logged_in(sso_core::memory::stores()).await?;
     let ctx = user_ctx().with_ust(info.ust.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     let mut n = 0u64;

@@ -31,15 +31,7 @@ impl AuditSink for StdoutSink {
     }
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let mut line = record.to_json_line();
-        line.push('\n');
-        let mut out = self.out.lock().await;
-        let r = async {
-            out.write_all(line.as_bytes()).await?;
-            out.flush().await
-        }
-        .await;
-        r.map_err(|e| AuditError { sink: "stdout".into(), detail: e.to_string() })
+        self.write_many(std::slice::from_ref(record)).await
     }
 
     async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {

@@ -57,6 +57,42 @@ impl Val {
     }
 }
 
+/// The column that splits a joined row: `SELECT a.*, 0 AS sso_split, b.* …` (the session-verify
+/// read of a session and its user).
+pub const SPLIT: &str = "sso_split";
+
+/// Where one table's columns sit in a joined row split at [`SPLIT`]: names resolve within that
+/// half only, so columns both tables have (`user_id`, `creation_time`) are read from the right one.
+/// The names are collected once per row (one probe per field, not one per column).
+#[derive(Debug, Clone)]
+pub struct Half<'a> {
+    names: std::rc::Rc<Vec<&'a str>>,
+    from: usize,
+    to: usize,
+}
+
+impl<'a> Half<'a> {
+    /// The halves before and after the [`SPLIT`] column of a row with these column names.
+    pub fn split(names: Vec<&'a str>) -> Result<(Half<'a>, Half<'a>), StoreError> {
+        let n = names.len();
+        let at = names
+            .iter()
+            .position(|c| *c == SPLIT)
+            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
+        let names = std::rc::Rc::new(names);
+        Ok((Half { names: names.clone(), from: 0, to: at }, Half { names, from: at + 1, to: n }))
+    }
+
+    /// The row index of column `col` of this half.
+    pub fn index(&self, col: &str) -> Result<usize, StoreError> {
+        self.names
+            .get(self.from..self.to)
+            .and_then(|half| half.iter().position(|c| *c == col))
+            .map(|i| i + self.from)
+            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
+    }
+}
+
 /// Reading typed columns from a row; implemented by each backend for its row type.
 pub trait RowRead {
     /// Text.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sso_core::StoreError;
 use sso_core::time::Timestamp;
-use sso_store_sql::RowRead;
+use sso_store_sql::{Half, RowRead};
 
 /// Read-only connections kept for reuse (more are opened when they are all in use).
 const KEEP: usize = 8;
@@ -88,39 +88,25 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// One table's half of a joined `rusqlite` row (split at [`crate::rows::SPLIT`]). Column names
-/// are read from the statement once per row, not once per field (that lookup, with its UTF-8
-/// check, was a quarter of a verify's CPU).
-pub(crate) struct Half<'a, 'r> {
+/// One table's half of a joined `rusqlite` row (see [`sso_store_sql::Half`]).
+pub(crate) struct RowHalf<'a, 'r> {
     row: &'a rusqlite::Row<'r>,
-    names: std::rc::Rc<Vec<&'a str>>,
-    from: usize,
-    to: usize,
+    half: Half<'a>,
 }
 
-impl<'a, 'r> Half<'a, 'r> {
-    /// The halves before and after the split column.
-    pub(crate) fn split(row: &'a rusqlite::Row<'r>) -> Result<(Half<'a, 'r>, Half<'a, 'r>), StoreError> {
-        let names = std::rc::Rc::new(row.as_ref().column_names());
-        let n = names.len();
-        let at = names
-            .iter()
-            .position(|c| *c == crate::rows::SPLIT)
-            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
-        Ok((Half { row, names: names.clone(), from: 0, to: at }, Half { row, names, from: at + 1, to: n }))
+impl<'a, 'r> RowHalf<'a, 'r> {
+    /// The session's and the user's halves of a joined row.
+    pub(crate) fn split(row: &'a rusqlite::Row<'r>) -> Result<(RowHalf<'a, 'r>, RowHalf<'a, 'r>), StoreError> {
+        let (a, b) = Half::split(row.as_ref().column_names())?;
+        Ok((RowHalf { row, half: a }, RowHalf { row, half: b }))
     }
 
     fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> Result<T, StoreError> {
-        let i = self
-            .names
-            .get(self.from..self.to)
-            .and_then(|half| half.iter().position(|c| *c == col))
-            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))?;
-        self.row.get(i + self.from).map_err(map_err)
+        self.row.get(self.half.index(col)?).map_err(map_err)
     }
 }
 
-impl RowRead for Half<'_, '_> {
+impl RowRead for RowHalf<'_, '_> {
     fn text(&self, col: &str) -> Result<String, StoreError> {
         self.get(col)
     }

@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 use sso_core::StoreError;
 use sso_core::time::Timestamp;
 pub(crate) use sso_store_sql::Val;
-use sso_store_sql::{RowRead, conflict_of};
+use sso_store_sql::{Half, RowRead, conflict_of};
 
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
@@ -41,38 +41,22 @@ where
     row.try_get(col).map_err(|e| StoreError::corrupt(e.to_string()))
 }
 
-/// The column that splits a joined row: `SELECT a.*, 0 AS {SPLIT}, b.* …`.
-pub(crate) const SPLIT: &str = "sso_split";
-
-/// One table's half of a joined row (see [`SPLIT`]): names resolve within that half only, so
-/// columns both tables have (`user_id`, `creation_time`) are read from the right one. The names
-/// are collected once per row, not once per field.
+/// One table's half of a joined row (see [`sso_store_sql::Half`]).
 pub(crate) struct Part<'a> {
     row: &'a SqliteRow,
-    names: std::rc::Rc<Vec<&'a str>>,
-    from: usize,
-    to: usize,
+    half: Half<'a>,
 }
 
 impl<'a> Part<'a> {
-    /// The halves before and after the [`SPLIT`] column.
+    /// The session's and the user's halves of a joined row.
     pub(crate) fn split(row: &'a SqliteRow) -> Result<(Part<'a>, Part<'a>), StoreError> {
         use sqlx::Column;
-        let names: std::rc::Rc<Vec<&'a str>> = std::rc::Rc::new(row.columns().iter().map(|c| c.name()).collect());
-        let n = names.len();
-        let at = names
-            .iter()
-            .position(|c| *c == SPLIT)
-            .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
-        Ok((Part { row, names: names.clone(), from: 0, to: at }, Part { row, names, from: at + 1, to: n }))
+        let (a, b) = Half::split(row.columns().iter().map(|c| c.name()).collect())?;
+        Ok((Part { row, half: a }, Part { row, half: b }))
     }
 
     fn at(&self, col: &str) -> Result<usize, StoreError> {
-        self.names
-            .get(self.from..self.to)
-            .and_then(|half| half.iter().position(|c| *c == col))
-            .map(|i| i + self.from)
-            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
+        self.half.index(col)
     }
 }
 

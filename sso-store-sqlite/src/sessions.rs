@@ -9,7 +9,7 @@ use sso_core::store::{SessionLookup, SessionStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
-use crate::fast_read::Half;
+use crate::fast_read::RowHalf;
 use crate::rows::{Part, R, bind_all, map_err};
 use sso_store_sql::{history_json, insert_session_sql, session_from_row, session_values, user_from_row};
 
@@ -41,7 +41,7 @@ impl SessionStore for SqliteStore {
         // where the session's columns end and the user's begin.
         if let Some(fast) = &self.fast {
             let found = fast.one(JOINED_SQL, session_id.as_str(), |row| {
-                let (session, user) = Half::split(row)?;
+                let (session, user) = RowHalf::split(row)?;
                 Ok((session_from_row(&session)?, user_from_row(&user)?))
             })?;
             return Ok(found.map_or(SessionLookup::NotFound, |both| SessionLookup::Found(Box::new(both))));
