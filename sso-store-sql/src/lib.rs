@@ -457,8 +457,12 @@ pub fn prt_from_row(r: &impl RowRead) -> Result<PrtRecord, StoreError> {
 /// How a dialect tests "column contains the value" (values are taken literally).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Substring {
-    /// `instr(col, $n) > 0` (SQLite).
+    /// `instr(col, $n) > 0` (SQLite without its trigram index).
     Instr,
+    /// SQLite with the `sso_user_name_fts` trigram index (migration 0002): values of three or
+    /// more characters first narrow the candidates through the index, then `instr` decides as
+    /// in [`Substring::Instr`]; shorter values scan.
+    Trigram,
     /// `col LIKE '%' || $n || '%' ESCAPE '\'` with `\ % _` escaped in the value (PostgreSQL: can
     /// use trigram indexes).
     EscapedLike,
@@ -472,9 +476,15 @@ pub struct Dialect {
 }
 
 /// SQLite.
-pub const SQLITE: Dialect = Dialect { substring: Substring::Instr };
+pub const SQLITE: Dialect = Dialect { substring: Substring::Trigram };
 /// PostgreSQL.
 pub const POSTGRES: Dialect = Dialect { substring: Substring::EscapedLike };
+
+/// An FTS5 query matching `value` as one phrase in `column` (`{col} : "…"`, quotes doubled), so
+/// the value is data to the query syntax, never operators.
+pub fn fts_phrase(column: &str, value: &str) -> String {
+    format!("{{{column}}} : \"{}\"", value.replace('"', "\"\""))
+}
 
 /// Escapes `\`, `%` and `_` for a `LIKE … ESCAPE '\'` pattern.
 pub fn like_escape(v: &str) -> String {
@@ -518,6 +528,20 @@ pub fn search_filter(q: &UserQuery, d: Dialect) -> (String, Vec<Val>) {
                     }
                     match d.substring {
                         Substring::Instr => {
+                            let p = next(Val::text(v), &mut vals);
+                            format!("instr({}, {p}) > 0", f.column())
+                        }
+                        Substring::Trigram if v.chars().count() >= 3 => {
+                            let m = next(Val::text(&fts_phrase(f.column(), v)), &mut vals);
+                            let p = next(Val::text(v), &mut vals);
+                            format!(
+                                "(user_id IN (SELECT k.user_id FROM sso_user_name_key k WHERE k.fts_rowid IN \
+                                 (SELECT rowid FROM sso_user_name_fts WHERE sso_user_name_fts MATCH {m})) \
+                                 AND instr({col}, {p}) > 0)",
+                                col = f.column()
+                            )
+                        }
+                        Substring::Trigram => {
                             let p = next(Val::text(v), &mut vals);
                             format!("instr({}, {p}) > 0", f.column())
                         }

@@ -100,6 +100,7 @@ macro_rules! __conformance_group {
             totals_and_pages,
             wildcards_literal,
             no_criteria_returns_all,
+            substring_follows_changes,
         ] }
     };
     ($cb:ident [$($args:tt)*] sessions) => {
