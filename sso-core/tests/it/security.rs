@@ -130,6 +130,17 @@ fn workspace_file(rel: &str) -> String {
     std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
+/// The source folders of the product crates (what the source scans below read).
+const PRODUCT_SOURCES: [&str; 7] = [
+    "sso-core/src",
+    "sso-http/src",
+    "sso-audit/src",
+    "sso-store-sql/src",
+    "sso-store-sqlite/src",
+    "sso-store-postgres/src",
+    "sso-store-redis/src",
+];
+
 /// Every `.rs` file under a workspace directory, with its path.
 fn rust_sources(rel_dir: &str) -> Vec<(String, String)> {
     fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
@@ -3143,15 +3154,7 @@ fn sec_76_approved_primitives_sha1_only_in_the_totp_hmac() {
     assert!(types.iter().any(|p| p == "sha1::Sha1"), "clippy.toml must forbid sha1::Sha1: {types:?}");
     assert!(methods.iter().any(|p| p.starts_with("sha1::")), "clippy.toml must forbid SHA-1 functions: {methods:?}");
     // No product source outside the TOTP module names SHA-1.
-    for dir in [
-        "sso-core/src",
-        "sso-http/src",
-        "sso-audit/src",
-        "sso-store-sql/src",
-        "sso-store-sqlite/src",
-        "sso-store-postgres/src",
-        "sso-store-redis/src",
-    ] {
+    for dir in PRODUCT_SOURCES {
         for (path, src) in rust_sources(dir) {
             let lower = src.to_lowercase();
             let names_sha1 = ["sha1::", "sha1_smol", "sha-1"].iter().any(|n| lower.contains(n));
@@ -3226,15 +3229,7 @@ fn sec_78_rng_failure_is_an_error() {
     let _: fn(&mut [u8]) -> Result<(), SsoError> = sso_core::crypto::random::fill;
     let random_src = workspace_file("sso-core/src/crypto/random.rs");
     assert!(random_src.contains("getrandom::fill(buf).map_err(") && random_src.contains("SsoError::internal()"));
-    for dir in [
-        "sso-core/src",
-        "sso-http/src",
-        "sso-audit/src",
-        "sso-store-sql/src",
-        "sso-store-sqlite/src",
-        "sso-store-postgres/src",
-        "sso-store-redis/src",
-    ] {
+    for dir in PRODUCT_SOURCES {
         for (path, src) in rust_sources(dir) {
             for bad in ["rand::", "thread_rng", "fastrand", "SmallRng", "StdRng", "OsRng", "rand_core"] {
                 assert!(!src.contains(bad), "{path} uses a non-OS RNG ({bad})");
