@@ -87,6 +87,48 @@ pub async fn time_async(
     Ok(out)
 }
 
+/// Runs `op(client)` from `clients` tasks, each calling it back to back until the window ends;
+/// calls that end inside the window (after `warm`) are timed. Throughput = timed calls ÷ window.
+pub async fn closed_loop<F, Fut>(
+    name: &str,
+    clients: usize,
+    warm: Duration,
+    window: Duration,
+    op: F,
+) -> Result<Figure, String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let op = std::sync::Arc::new(op);
+    let from = Instant::now() + warm;
+    let until = from + window;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let start = Instant::now();
+                if start >= until {
+                    break;
+                }
+                op(c).await?;
+                let end = Instant::now();
+                if end >= from && end <= until {
+                    lat.push(end - start);
+                }
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(concurrent_figure(name, lat, window))
+}
+
 /// A figure of a concurrent run: latencies of the calls that completed in a window of `wall`;
 /// ops/s is their count over the window (not over the summed latencies).
 pub fn concurrent_figure(name: impl Into<String>, lat: Vec<Duration>, wall: Duration) -> Figure {

@@ -21,7 +21,7 @@ use sso_core::secret::Password;
 use sso_core::store::Stores;
 
 use crate::harness::{
-    PASSWORD, concurrent_figure, cores, create_user, ms, ratio, scratch, secs, sso_on, user_ctx, warmup,
+    PASSWORD, closed_loop, concurrent_figure, cores, create_user, ms, ratio, scratch, secs, sso_on, user_ctx, warmup,
 };
 use crate::loadgen::{self, Load};
 use crate::server::SsoServer;
@@ -78,33 +78,18 @@ async fn in_process(label: &str, stores: Stores, n: usize, warm: Duration, windo
     for i in 0..n {
         create_user(&sso, &format!("login{i}")).await?;
     }
-    let from = Instant::now() + warm;
-    let until = from + window;
-    let mut tasks = Vec::new();
-    for i in 0..n {
+    closed_loop(label, n, warm, window, move |i| {
         let sso = sso.clone();
-        tasks.push(tokio::spawn(async move {
-            let (name, pw, ctx) = (format!("login{i}"), Password::new(PASSWORD), user_ctx());
-            let mut lat = Vec::new();
-            loop {
-                let start = Instant::now();
-                if start >= until {
-                    break;
-                }
-                sso.user().login(&ctx, &name, &pw, None, None).await.map_err(|e| format!("login {name}: {e}"))?;
-                let end = Instant::now();
-                if end >= from && end <= until {
-                    lat.push(end - start);
-                }
-            }
-            Ok::<_, String>(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.map_err(|e| e.to_string())??);
-    }
-    Ok(concurrent_figure(label, lat, window))
+        async move {
+            let name = format!("login{i}");
+            sso.user()
+                .login(&user_ctx(), &name, &Password::new(PASSWORD), None, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("login {name}: {e}"))
+        }
+    })
+    .await
 }
 
 /// `n` HTTP connections to the real `sso serve` (SQLite), each logging in as its own user.

@@ -6,53 +6,27 @@
 //! transactions and tuples per call from `pg_stat_database` deltas.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sso_core::Sso;
 use sso_core::ids::{Cid, UserId};
 use sso_core::store::Stores;
 
-use crate::harness::{concurrent_figure, create_user, ratio, scratch, secs, sso_on, us, warmup};
+use crate::harness::{closed_loop, create_user, ratio, scratch, secs, sso_on, us, warmup};
 use crate::{Figure, Section, figures_json};
 
 const CLIENTS: usize = 4;
 /// Calls of the fixed-count phase that measures the write amplification.
 const AMP_CALLS: usize = 1000;
 
-/// Runs `op(client, i)` from `CLIENTS` tasks back to back: warm-up, then the timed window.
+/// Runs `op(client)` from `CLIENTS` tasks back to back: warm-up, then the timed window.
 async fn timed<F, Fut>(name: &str, op: F) -> Result<Figure, String>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
-    let op = Arc::new(op);
-    let from = Instant::now() + warmup();
-    let until = from + secs();
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let start = Instant::now();
-                if start >= until {
-                    break;
-                }
-                op(c).await?;
-                let end = Instant::now();
-                if end >= from && end <= until {
-                    lat.push(end - start);
-                }
-            }
-            Ok::<_, String>(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.map_err(|e| e.to_string())??);
-    }
-    Ok(concurrent_figure(name, lat, secs()))
+    closed_loop(name, CLIENTS, warmup(), secs(), op).await
 }
 
 /// `CLIENTS` users (`reset0`…) on `sso`.
