@@ -3,6 +3,8 @@
 //! A record never holds a secret: the builder in the services only ever puts ids, codes, names and
 //! flags into it, and every secret type's `Debug` is redacted.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -50,22 +52,22 @@ pub struct AuditRecord {
     pub id: String,
     /// RFC 3339 UTC with microseconds and `Z`.
     pub ts: String,
-    /// Node name.
-    pub node: String,
+    /// Node name (shared by every record of a node: cloning it is a reference-count increment).
+    pub node: std::sync::Arc<str>,
     /// Correlation id.
     pub cid: String,
-    /// Operation name.
-    pub op: String,
+    /// Operation name (a constant of the services; owned when read back from a sink).
+    pub op: Cow<'static, str>,
     /// `success`, `denied` or `failure`.
     pub outcome: Outcome,
     /// `ok`, `warning` or `error`.
-    pub status: String,
+    pub status: Cow<'static, str>,
     /// The real codes.
     pub sub_status: Vec<String>,
     /// Machine-readable detail.
     pub reason: Option<String>,
     /// Caller's user id, `anonymous`, `cli:<user>@<host>` or `system`.
-    pub actor: String,
+    pub actor: Cow<'static, str>,
     /// Caller's session id.
     pub actor_session_id: Option<String>,
     /// User acted upon.

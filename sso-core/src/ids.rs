@@ -82,6 +82,17 @@ prefixed_id!(
     AuthId, "zlnk", 26
 );
 
+impl SessionId {
+    /// The session id of a UST whose domain-separated SHA-256 is `digest`: the prefix and the
+    /// digest's first 16 bytes in Crockford (26 characters, so always a valid id).
+    pub(crate) fn from_digest(digest: &[u8; 32]) -> SessionId {
+        let mut id = String::with_capacity(Self::PREFIX.len() + 26);
+        id.push_str(Self::PREFIX);
+        crockford::encode_into(digest.get(..16).unwrap_or(&[]), &mut id);
+        SessionId(id)
+    }
+}
+
 /// A correlation id: 1..=64 characters of `[A-Za-z0-9._:-]`. Never used for decisions.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Cid(String);

@@ -117,15 +117,7 @@ impl Ust {
         if !self.is_well_formed() {
             return None;
         }
-        let mut input = Vec::with_capacity(18 + self.0.len());
-        input.extend_from_slice(b"sso/session-id/v1:");
-        input.extend_from_slice(self.0.as_bytes());
-        let h = digest::sha256(&input);
-        let first = h.get(..16).unwrap_or(&[]);
-        let mut id = String::with_capacity(30);
-        id.push_str(SessionId::PREFIX);
-        id.push_str(&crockford::encode(first));
-        SessionId::parse(&id)
+        Some(SessionId::from_digest(&digest::sha256_parts(&[b"sso/session-id/v1:", self.0.as_bytes()])))
     }
 }
 
@@ -301,6 +293,10 @@ mod tests {
         assert!(sid.as_str().starts_with("zses"));
         assert_eq!(sid.as_str().len(), 30);
         assert_eq!(u.session_id(), u.session_id());
+        // The spec's derivation (concepts.md §2), spelled out the slow way.
+        let h = digest::sha256(format!("sso/session-id/v1:{}", u.expose()).as_bytes());
+        assert_eq!(sid.as_str(), format!("zses{}", crockford::encode(&h[..16])));
+        assert_eq!(Some(sid.clone()), SessionId::parse(sid.as_str()));
         assert!(Ust::new("zust").session_id().is_none());
         assert!(Ust::new(format!("zust{}", "I".repeat(52))).session_id().is_none());
     }

@@ -144,7 +144,7 @@ impl Fixture {
 
     /// The ops of the audit records so far, in order.
     pub fn ops(&self) -> Vec<String> {
-        self.audit.records().into_iter().map(|r| r.op).collect()
+        self.audit.records().into_iter().map(|r| r.op.into_owned()).collect()
     }
 }
 

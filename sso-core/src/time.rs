@@ -85,14 +85,31 @@ impl Timestamp {
 
     /// RFC 3339 UTC with microseconds and `Z` (the audit `ts` form), e.g. `2026-11-27T10:15:30.123456Z`.
     pub fn to_rfc3339_micros(self) -> String {
-        let Some(dt) = self.to_offset() else {
-            return String::from("invalid");
-        };
-        // Hand-written rather than `format!`: every audit record carries one (the hot path of reads).
+        // Hand-written rather than `format!`: every audit record carries one (the hot path of
+        // reads). The `YYYY-MM-DDTHH:MM:SS` part changes once a second, so each thread keeps the
+        // last one it formatted and only the microseconds are formatted per call.
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = u32::try_from(self.0.rem_euclid(1_000_000)).unwrap_or(0);
         let mut s = String::with_capacity(27);
-        push_datetime(&mut s, &dt);
+        let cached = LAST_SECOND.with(|c| {
+            let (at, text) = c.get();
+            let hit = at == Some(secs);
+            if hit {
+                s.push_str(std::str::from_utf8(&text).unwrap_or_default());
+            }
+            hit
+        });
+        if !cached {
+            let Some(dt) = self.to_offset() else {
+                return String::from("invalid");
+            };
+            push_datetime(&mut s, &dt);
+            if let Ok(text) = <[u8; 19]>::try_from(s.as_bytes()) {
+                LAST_SECOND.with(|c| c.set((Some(secs), text)));
+            }
+        }
         s.push('.');
-        push_digits(&mut s, dt.microsecond(), 6);
+        push_digits(&mut s, micros, 6);
         s.push('Z');
         s
     }
@@ -251,6 +268,12 @@ fn push_digits(s: &mut String, v: u32, width: u32) {
     }
 }
 
+thread_local! {
+    /// The last whole second [`Timestamp::to_rfc3339_micros`] formatted on this thread, and its
+    /// `YYYY-MM-DDTHH:MM:SS` text.
+    static LAST_SECOND: std::cell::Cell<(Option<i64>, [u8; 19])> = const { std::cell::Cell::new((None, [0; 19])) };
+}
+
 /// Appends `YYYY-MM-DDTHH:MM:SS`.
 fn push_datetime(s: &mut String, dt: &time::OffsetDateTime) {
     push_digits(s, u32::try_from(dt.year()).unwrap_or(0), 4);
@@ -269,6 +292,25 @@ fn push_datetime(s: &mut String, dt: &time::OffsetDateTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-thread cache of the last second never leaks one second's text into another:
+    /// consecutive calls across second boundaries (both sides of 1970 too) equal the uncached form.
+    #[test]
+    fn rfc3339_second_cache_follows_the_clock() {
+        let plain = |t: Timestamp| {
+            let dt = t.to_offset().unwrap();
+            let mut s = String::new();
+            push_datetime(&mut s, &dt);
+            format!("{s}.{:06}Z", dt.microsecond())
+        };
+        for base in [-2_000_001i64, -1, 0, 1_700_000_000_000_000, 1_799_999_999_999_998] {
+            for step in [0i64, 1, 2, 999_998, 999_999, 1_000_000, 1_000_001, 3_600_000_000, 1] {
+                let t = Timestamp::from_micros(base + step);
+                assert_eq!(t.to_rfc3339_micros(), plain(t), "{}", base + step);
+                assert_eq!(t.to_rfc3339_micros(), plain(t), "{} (cached)", base + step);
+            }
+        }
+    }
 
     /// The hand-written formatting agrees with `format!` over the whole year range.
     #[test]

@@ -66,7 +66,7 @@ async fn records_arrive_as_json_lines_with_the_right_ops_and_no_secret() {
 
     let lines = drain(&mut rx);
     let recs: Vec<AuditRecord> = lines.iter().map(|l| AuditRecord::from_json_line(l).unwrap()).collect();
-    let ops: Vec<(&str, Outcome)> = recs.iter().map(|r| (r.op.as_str(), r.outcome)).collect();
+    let ops: Vec<(&str, Outcome)> = recs.iter().map(|r| (r.op.as_ref(), r.outcome)).collect();
     assert_eq!(
         ops,
         [
@@ -76,7 +76,7 @@ async fn records_arrive_as_json_lines_with_the_right_ops_and_no_secret() {
             ("user.reset_totp_key", Outcome::Success),
         ]
     );
-    assert!(recs.iter().all(|r| r.node == "example" && r.target_user_id.as_deref() == Some(alice.as_str())));
+    assert!(recs.iter().all(|r| &*r.node == "example" && r.target_user_id.as_deref() == Some(alice.as_str())));
     assert_eq!(recs[0].actor, "cli:example@host");
     assert_eq!(recs[2].reason.as_deref(), Some("bad_password"));
     assert_eq!(recs[3].actor, alice.as_str());
@@ -112,7 +112,7 @@ async fn a_full_required_channel_fails_state_changes_and_changes_nothing() {
     // Once the consumer catches up, the same calls succeed.
     assert_eq!(drain(&mut rx).len(), 2);
     assert!(sso.user().reset_totp_key(&ctx, None, None, None).await.unwrap().is_some());
-    let ops: Vec<String> = drain(&mut rx).iter().map(|l| AuditRecord::from_json_line(l).unwrap().op).collect();
+    let ops: Vec<String> = drain(&mut rx).iter().map(|l| AuditRecord::from_json_line(l).unwrap().op.into_owned()).collect();
     assert_eq!(ops, ["user.reset_totp_key"]);
 }
 
@@ -176,7 +176,7 @@ async fn a_send_timeout_waits_for_room() {
     });
     login(&sso, "alice").await.unwrap();
     let got = consumer.await.unwrap();
-    let ops: Vec<String> = got.iter().map(|l| AuditRecord::from_json_line(l).unwrap().op).collect();
+    let ops: Vec<String> = got.iter().map(|l| AuditRecord::from_json_line(l).unwrap().op.into_owned()).collect();
     assert_eq!(ops, ["user.create_user", "user.login"]);
 
     // Nobody drains: the write gives up after the timeout and the change is refused.
@@ -236,7 +236,7 @@ mod syslog {
                 (h[2].as_str(), h[3].as_str(), h[4].as_str(), h[5].as_str()),
                 ("example", "ssoexample", pid.as_str(), op)
             );
-            assert_eq!((rec.op.as_str(), rec.outcome), (op, outcome));
+            assert_eq!((rec.op.as_ref(), rec.outcome), (op, outcome));
             assert_eq!(rec.target_user_id.as_deref(), Some(alice.as_str()));
         }
         // The receiver goes away: a required sink fails state changes closed.

@@ -1,7 +1,7 @@
 //! In-memory `SessionStore` and session-scope `AttrStore`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
@@ -15,7 +15,9 @@ use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
 struct Db {
-    sessions: HashMap<SessionId, SessionRecord>,
+    /// Shared so the session pipeline's read ([`SessionStore::get_shared`]) is not a copy;
+    /// writes copy on write, never change a record someone holds.
+    sessions: HashMap<SessionId, Arc<SessionRecord>>,
     attrs: HashMap<SessionId, AttrMap>,
     by_user: HashMap<UserId, HashSet<SessionId>>,
 }
@@ -75,17 +77,21 @@ impl SessionStore for MemorySessions {
             return Err(StoreError::Conflict { what: "session_id" });
         }
         db.by_user.entry(record.user_id.clone()).or_default().insert(record.session_id.clone());
-        db.sessions.insert(record.session_id.clone(), record.clone());
+        db.sessions.insert(record.session_id.clone(), Arc::new(record.clone()));
         Ok(())
     }
 
     async fn get(&self, session_id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        Ok(self.lock()?.sessions.get(session_id).map(|s| SessionRecord::clone(s)))
+    }
+
+    async fn get_shared(&self, session_id: &SessionId) -> StoreResult<Option<Arc<SessionRecord>>> {
         Ok(self.lock()?.sessions.get(session_id).cloned())
     }
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {
         let mut db = self.lock()?;
-        Ok(match db.sessions.get_mut(session_id) {
+        Ok(match db.sessions.get_mut(session_id).map(Arc::make_mut) {
             Some(s) => {
                 s.expiration_time = s.expiration_time.max(new_expiration);
                 true
@@ -96,12 +102,12 @@ impl SessionStore for MemorySessions {
 
     async fn set_epoch(&self, session_id: &SessionId, epoch: u64) -> StoreResult<bool> {
         let mut db = self.lock()?;
-        Ok(db.sessions.get_mut(session_id).map(|s| s.epoch = epoch).is_some())
+        Ok(db.sessions.get_mut(session_id).map(|s| Arc::make_mut(s).epoch = epoch).is_some())
     }
 
     async fn append_history(&self, session_id: &SessionId, entry: &HistoryEntry, max: u32) -> StoreResult<bool> {
         let mut db = self.lock()?;
-        Ok(match db.sessions.get_mut(session_id) {
+        Ok(match db.sessions.get_mut(session_id).map(Arc::make_mut) {
             Some(s) => {
                 s.history.push(entry.clone());
                 let max = max as usize;
@@ -124,7 +130,7 @@ impl SessionStore for MemorySessions {
         let Some(ids) = db.by_user.get(user_id) else {
             return Ok(Vec::new());
         };
-        Ok(ids.iter().filter_map(|id| db.sessions.get(id).cloned()).collect())
+        Ok(ids.iter().filter_map(|id| db.sessions.get(id).map(|s| SessionRecord::clone(s))).collect())
     }
 
     async fn delete_by_user(&self, user_id: &UserId, except: Option<&SessionId>) -> StoreResult<u64> {

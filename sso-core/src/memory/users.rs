@@ -25,7 +25,9 @@ use crate::time::Timestamp;
 
 #[derive(Debug, Default)]
 struct Db {
-    users: HashMap<UserId, UserRecord>,
+    /// Shared so the session pipeline's read ([`UserStore::get_by_id_shared`]) is not a copy;
+    /// writes replace the `Arc` (or copy on write), never change a record someone holds.
+    users: HashMap<UserId, Arc<UserRecord>>,
     by_username: HashMap<String, UserId>,
     by_confirm: HashMap<Vec<u8>, UserId>,
     prts: HashMap<[u8; 32], PrtRecord>,
@@ -37,7 +39,7 @@ struct Db {
 impl Db {
     /// Replaces (or removes) a user, keeping the indexes right; returns the previous record.
     fn put_user(&mut self, id: &UserId, new: Option<UserRecord>) -> Option<UserRecord> {
-        let old = self.users.remove(id);
+        let old = self.users.remove(id).map(Arc::unwrap_or_clone);
         if let Some(o) = &old {
             self.by_username.remove(&o.username);
             if let Some(h) = &o.confirm_token_hash {
@@ -49,7 +51,7 @@ impl Db {
             if let Some(h) = &n.confirm_token_hash {
                 self.by_confirm.insert(h.clone(), id.clone());
             }
-            self.users.insert(id.clone(), n);
+            self.users.insert(id.clone(), Arc::new(n));
         }
         old
     }
@@ -150,7 +152,7 @@ impl Tx {
     }
 
     fn modify_user<T>(&mut self, id: &UserId, f: impl FnOnce(&mut UserRecord) -> T) -> StoreResult<T> {
-        let mut u = self.db.users.get(id).cloned().ok_or(StoreError::NotFound)?;
+        let mut u = self.db.users.get(id).map(|u| UserRecord::clone(u)).ok_or(StoreError::NotFound)?;
         let out = f(&mut u);
         self.set_user(id, Some(u));
         Ok(out)
@@ -172,7 +174,7 @@ impl Tx {
 #[async_trait]
 impl UserTx for Tx {
     async fn get_user(&mut self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
-        Ok(self.db.users.get(user_id).cloned())
+        Ok(self.db.users.get(user_id).map(|u| UserRecord::clone(u)))
     }
 
     async fn insert_user(&mut self, user: &UserRecord) -> StoreResult<()> {
@@ -357,22 +359,26 @@ impl UserStore for MemoryUsers {
     }
 
     async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
+        Ok(self.db.read().await.users.get(user_id).map(|u| UserRecord::clone(u)))
+    }
+
+    async fn get_by_id_shared(&self, user_id: &UserId) -> StoreResult<Option<Arc<UserRecord>>> {
         Ok(self.db.read().await.users.get(user_id).cloned())
     }
 
     async fn get_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         let db = self.db.read().await;
-        Ok(db.by_username.get(username).and_then(|id| db.users.get(id)).cloned())
+        Ok(db.by_username.get(username).and_then(|id| db.users.get(id)).map(|u| UserRecord::clone(u)))
     }
 
     async fn get_by_confirm_token_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<UserRecord>> {
         let db = self.db.read().await;
-        Ok(db.by_confirm.get(hash.as_slice()).and_then(|id| db.users.get(id)).cloned())
+        Ok(db.by_confirm.get(hash.as_slice()).and_then(|id| db.users.get(id)).map(|u| UserRecord::clone(u)))
     }
 
     async fn find_by_email_idx(&self, idx: &str) -> StoreResult<Vec<UserRecord>> {
         let db = self.db.read().await;
-        Ok(db.users.values().filter(|u| u.email_idx.as_deref() == Some(idx)).cloned().collect())
+        Ok(db.users.values().filter(|u| u.email_idx.as_deref() == Some(idx)).map(|u| UserRecord::clone(u)).collect())
     }
 
     async fn scan_users(&self, after: Option<&UserId>, limit: u64) -> StoreResult<Vec<UserRecord>> {
@@ -382,7 +388,7 @@ impl UserStore for MemoryUsers {
         Ok(ids
             .into_iter()
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .filter_map(|id| db.users.get(id).cloned())
+            .filter_map(|id| db.users.get(id).map(|u| UserRecord::clone(u)))
             .collect())
     }
 
@@ -394,7 +400,7 @@ impl UserStore for MemoryUsers {
         new: &str,
     ) -> StoreResult<bool> {
         let mut db = self.db.write().await;
-        let Some(u) = db.users.get_mut(user_id) else {
+        let Some(u) = db.users.get_mut(user_id).map(Arc::make_mut) else {
             return Ok(false);
         };
         let slot: &mut String = match field {
@@ -415,7 +421,7 @@ impl UserStore for MemoryUsers {
 
     async fn search(&self, q: &UserQuery, offset: u64, limit: u64) -> StoreResult<(u64, Vec<UserRecord>)> {
         let db = self.db.read().await;
-        let mut found: Vec<&UserRecord> = db.users.values().filter(|u| q.matches(u)).collect();
+        let mut found: Vec<&UserRecord> = db.users.values().map(|u| &**u).filter(|u| q.matches(u)).collect();
         found.sort_by(|a, b| search_order(a, b));
         let total = found.len() as u64;
         let page = found

@@ -114,7 +114,7 @@ impl Inner {
                             .await?
                             .filter(|u| u.session_epoch == s.epoch)
                             .ok_or_else(|| SsoError::code(Code::E007001, Reason::NoSuchSession))?;
-                        (s, u)
+                        (std::sync::Arc::new(s), std::sync::Arc::new(u))
                     }
                 };
                 // Recorded even when refused: the caller sees `E007001`, the trail names the session.

@@ -1,6 +1,8 @@
 //! The call context every operation takes first (spec/concepts.md §1), and the callers derived
 //! from it.
 
+use std::sync::Arc;
+
 use crate::ids::{Cid, RemoteAddr, SessionId, UserId};
 use crate::model::{SessionRecord, UserRecord};
 use crate::secret::Ust;
@@ -83,8 +85,8 @@ pub(crate) enum Caller {
 /// A caller's validated session and its user record (read at this call).
 #[derive(Debug, Clone)]
 pub(crate) struct Authn {
-    pub user: UserRecord,
-    pub session: SessionRecord,
+    pub user: Arc<UserRecord>,
+    pub session: Arc<SessionRecord>,
 }
 
 impl Caller {

@@ -196,7 +196,7 @@ impl SsoBuilder {
             sinks: self.sinks,
             on_failure: self.cfg.audit.on_failure,
             include_reads: self.cfg.audit.include_reads,
-            node,
+            node: node.into(),
             counters,
             reads,
         };
@@ -418,7 +418,7 @@ impl Inner {
         self.clock.now()
     }
 
-    pub(crate) fn audit(&self, ctx: &CallCtx, op: &str, kind: Kind) -> Audit {
+    pub(crate) fn audit(&self, ctx: &CallCtx, op: &'static str, kind: Kind) -> Audit {
         self.trail.start(ctx, op, kind, self.now())
     }
 
@@ -529,11 +529,11 @@ impl Inner {
         if let Some(op) = &ctx.operator {
             return Ok(Caller::Operator(op.clone()));
         }
-        let now = self.now();
+        let now = a.now;
         let ust = ctx.current_ust.as_ref().ok_or_else(|| SsoError::code(Code::E007001, Reason::NoSuchSession))?;
         let (session, user) = self.resolve_session(ust, now).await?;
-        a.rec.actor = user.user_id.to_string();
-        a.rec.actor_session_id = Some(session.session_id.to_string());
+        a.rec.actor = user.user_id.as_str().to_owned().into();
+        a.rec.actor_session_id = Some(session.session_id.as_str().to_owned());
         self.check_account(&user, &ctx.remote_addr, now, true)?;
         if su && !user.is_super_user {
             return Err(SsoError::not_allowed(Reason::NotSuperUser));
@@ -543,14 +543,19 @@ impl Inner {
             && let Some(new_exp) = self.renewed_expiration(&session, &user, now)
             && self.stores.sessions.extend(&session.session_id, new_exp).await?
         {
-            session.expiration_time = session.expiration_time.max(new_exp);
+            let s = Arc::make_mut(&mut session);
+            s.expiration_time = s.expiration_time.max(new_exp);
         }
         Ok(Caller::Session(Box::new(Authn { user, session })))
     }
 
     /// Pipeline steps 2–5: syntax, record and hash, expiry, user and epoch. Every failure is
     /// `E007001`.
-    pub(crate) async fn resolve_session(&self, ust: &Ust, now: Timestamp) -> SsoResult<(SessionRecord, UserRecord)> {
+    pub(crate) async fn resolve_session(
+        &self,
+        ust: &Ust,
+        now: Timestamp,
+    ) -> SsoResult<(Arc<SessionRecord>, Arc<UserRecord>)> {
         let no_session = || SsoError::code(Code::E007001, Reason::NoSuchSession);
         let Some(sid) = ust.session_id() else {
             inc(&self.metrics.invalid_ust);
@@ -558,7 +563,10 @@ impl Inner {
         };
         let (session, user) = if self.joined_lookup {
             match self.stores.sessions.get_with_user(&sid).await? {
-                SessionLookup::Found(both) => *both,
+                SessionLookup::Found(both) => {
+                    let (session, user) = *both;
+                    (Arc::new(session), Arc::new(user))
+                }
                 SessionLookup::NotFound => return Err(no_session()),
                 SessionLookup::Unsupported => self.read_session_then_user(&sid).await?.ok_or_else(no_session)?,
             }
@@ -580,10 +588,14 @@ impl Inner {
         Ok((session, user))
     }
 
-    /// The session, then its user: two reads (stores that do not hold both).
-    async fn read_session_then_user(&self, sid: &SessionId) -> SsoResult<Option<(SessionRecord, UserRecord)>> {
-        let Some(session) = self.stores.sessions.get(sid).await? else { return Ok(None) };
-        let Some(user) = self.stores.users.get_by_id(&session.user_id).await? else { return Ok(None) };
+    /// The session, then its user: two reads (stores that do not hold both), shared records
+    /// where the store keeps them in memory.
+    async fn read_session_then_user(
+        &self,
+        sid: &SessionId,
+    ) -> SsoResult<Option<(Arc<SessionRecord>, Arc<UserRecord>)>> {
+        let Some(session) = self.stores.sessions.get_shared(sid).await? else { return Ok(None) };
+        let Some(user) = self.stores.users.get_by_id_shared(&session.user_id).await? else { return Ok(None) };
         Ok(Some((session, user)))
     }
 

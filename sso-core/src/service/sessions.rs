@@ -374,7 +374,7 @@ impl Inner {
             if s.is_expired(self.now()) {
                 return Err(no_session());
             }
-            a.rec.actor = s.user_id.to_string();
+            a.rec.actor = s.user_id.as_str().to_owned().into();
             a.rec.actor_session_id = Some(sid.to_string());
             a.target_user(&s.user_id);
             a.target_session(&sid);
@@ -401,12 +401,17 @@ impl Inner {
         Ok((s, u))
     }
 
-    async fn resolve_ref(&self, r: &SessionRef, now: Timestamp) -> SsoResult<(SessionRecord, UserRecord)> {
+    async fn resolve_ref(
+        &self,
+        r: &SessionRef,
+        now: Timestamp,
+    ) -> SsoResult<(std::sync::Arc<SessionRecord>, std::sync::Arc<UserRecord>)> {
         match r {
             SessionRef::Ust(u) => self.resolve_session(u, now).await,
             SessionRef::Id(id) => {
                 let sid = SessionId::parse(id).ok_or_else(no_session)?;
-                self.resolve_session_id(&sid, now).await
+                let (s, u) = self.resolve_session_id(&sid, now).await?;
+                Ok((std::sync::Arc::new(s), std::sync::Arc::new(u)))
             }
         }
     }
@@ -534,7 +539,7 @@ impl SessionApi<'_> {
                 a.detail("is_valid", true);
                 return Ok(true);
             }
-            let now = s.now();
+            let now = a.now;
             let valid = match s.resolve_session(target_ust, now).await {
                 Ok((sess, user)) => {
                     a.target_user(&user.user_id);
@@ -620,7 +625,7 @@ impl SessionApi<'_> {
                     if !caller.is_super() && caller.user_id() != Some(&owner.user_id) {
                         return Err(SsoError::not_allowed(Reason::NotOwner));
                     }
-                    owner
+                    std::sync::Arc::unwrap_or_clone(owner)
                 }
             };
             let mut live = s.live_sessions(&user, now).await?;

@@ -156,7 +156,7 @@ impl Inner {
         }
         self.throttle_reset(&Key::totp(&target.user_id)).await;
         // 13. notify (no key, no label).
-        self.notify(ctx, EventKind::TotpReset, &target, Some(a.rec.actor.clone()));
+        self.notify(ctx, EventKind::TotpReset, &target, Some(a.rec.actor.to_string()));
         // 14. the key only when generated (with the enrolment URI's issuer and account).
         let account = label.map_or_else(|| target.username.clone(), str::to_owned);
         Ok(generated.then(|| new_key.with_uri(&cfg.issuer, &account)))
@@ -176,7 +176,7 @@ impl Inner {
         };
         let now = self.now();
         let user = match target {
-            TotpTarget::Ust(u) => self.resolve_session(u, now).await?.1,
+            TotpTarget::Ust(u) => std::sync::Arc::unwrap_or_clone(self.resolve_session(u, now).await?.1),
             TotpTarget::Username(name) => self
                 .stores
                 .users

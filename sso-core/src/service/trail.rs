@@ -2,6 +2,7 @@
 //! configured sinks (required ones awaited, optional ones best effort), and the fail-closed rule
 //! (spec/audit.md §2).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,6 +33,9 @@ pub(crate) struct Audit {
     pub done: bool,
     /// A warning to report on success (login `W003005`).
     pub warning: Option<Code>,
+    /// The clock's reading when the operation started (the record's `ts`): the session pipeline
+    /// uses it as "now" instead of reading the clock again.
+    pub now: Timestamp,
 }
 
 impl Audit {
@@ -40,11 +44,11 @@ impl Audit {
     }
 
     pub(crate) fn target_user(&mut self, id: &crate::ids::UserId) {
-        self.rec.target_user_id = Some(id.to_string());
+        self.rec.target_user_id = Some(id.as_str().to_owned());
     }
 
     pub(crate) fn target_session(&mut self, id: &crate::ids::SessionId) {
-        self.rec.target_session_id = Some(id.to_string());
+        self.rec.target_session_id = Some(id.as_str().to_owned());
     }
 }
 
@@ -174,17 +178,17 @@ pub(crate) struct Trail {
     pub sinks: Vec<Arc<dyn AuditSink>>,
     pub on_failure: OnFailure,
     pub include_reads: bool,
-    pub node: String,
+    pub node: Arc<str>,
     pub counters: Arc<TrailCounters>,
     /// The read-audit queue (`None`: reads are written inline, as in tests).
     pub reads: Option<tokio::sync::mpsc::Sender<ReadMsg>>,
 }
 
 impl Trail {
-    pub(crate) fn start(&self, ctx: &CallCtx, op: &str, kind: Kind, now: Timestamp) -> Audit {
+    pub(crate) fn start(&self, ctx: &CallCtx, op: &'static str, kind: Kind, now: Timestamp) -> Audit {
         let actor = match &ctx.operator {
-            Some(name) => name.clone(),
-            None => "anonymous".to_owned(),
+            Some(name) => Cow::Owned(name.clone()),
+            None => Cow::Borrowed("anonymous"),
         };
         Audit {
             rec: AuditRecord {
@@ -192,9 +196,9 @@ impl Trail {
                 ts: now.to_rfc3339_micros(),
                 node: self.node.clone(),
                 cid: ctx.cid.to_string(),
-                op: op.to_owned(),
+                op: Cow::Borrowed(op),
                 outcome: Outcome::Success,
-                status: "ok".into(),
+                status: Cow::Borrowed("ok"),
                 sub_status: Vec::new(),
                 reason: None,
                 actor,
@@ -209,6 +213,7 @@ impl Trail {
             kind,
             done: false,
             warning: None,
+            now,
         }
     }
 

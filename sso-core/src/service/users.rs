@@ -275,8 +275,8 @@ impl Inner {
         let own = caller.session_user();
         let wanted = user_id.filter(|s| !s.is_empty());
         let user = match (wanted, own) {
-            (None, Some(me)) => me.user.clone(),
-            (Some(id), Some(me)) if id == me.user.user_id.as_str() => me.user.clone(),
+            (None, Some(me)) => UserRecord::clone(&me.user),
+            (Some(id), Some(me)) if id == me.user.user_id.as_str() => UserRecord::clone(&me.user),
             (None, None) => return Err(invalid()),
             (Some(id), _) => {
                 if !caller.is_super() {
@@ -609,7 +609,7 @@ impl Inner {
         self.commit(tx, a).await?;
         if let Some(e) = epoch {
             self.revoke_after_commit(&target.user_id, e, None).await;
-            self.notify(ctx, EventKind::UserLocked, &target, Some(a.rec.actor.clone()));
+            self.notify(ctx, EventKind::UserLocked, &target, Some(a.rec.actor.to_string()));
         } else {
             self.throttle_reset(&Key::user(&target.username)).await;
             self.throttle_reset(&Key::totp(&target.user_id)).await;
@@ -720,7 +720,7 @@ impl Inner {
             keep.as_ref(),
         )
         .await?;
-        self.notify(ctx, EventKind::PasswordChanged, &target, Some(a.rec.actor.clone()));
+        self.notify(ctx, EventKind::PasswordChanged, &target, Some(a.rec.actor.to_string()));
         Ok(())
     }
 
@@ -1090,7 +1090,7 @@ impl UserApi<'_> {
                 None,
             )
             .await?;
-            s.notify(ctx, EventKind::PasswordChanged, &target, Some(a.rec.actor.clone()));
+            s.notify(ctx, EventKind::PasswordChanged, &target, Some(a.rec.actor.to_string()));
             Ok(())
         }
         .await;

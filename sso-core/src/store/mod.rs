@@ -104,6 +104,14 @@ pub trait UserStore: Send + Sync {
     /// By id.
     async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
 
+    /// By id, as a shared record: the read of the session pipeline (every authenticated call),
+    /// which never changes the record. The default wraps [`UserStore::get_by_id`]; a store that
+    /// keeps its records in memory hands out its own `Arc` instead of a copy. Same answer as
+    /// `get_by_id`, always.
+    async fn get_by_id_shared(&self, user_id: &UserId) -> StoreResult<Option<Arc<UserRecord>>> {
+        Ok(self.get_by_id(user_id).await?.map(Arc::new))
+    }
+
     /// By exact, case-sensitive username.
     async fn get_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
 
@@ -243,6 +251,13 @@ pub trait SessionStore: Send + Sync {
 
     /// By id; expired records too (the core decides validity).
     async fn get(&self, session_id: &SessionId) -> StoreResult<Option<SessionRecord>>;
+
+    /// By id, as a shared record: the read of the session pipeline. The default wraps
+    /// [`SessionStore::get`]; a store that keeps its records in memory hands out its own `Arc`
+    /// instead of a copy. Same answer as `get`, always.
+    async fn get_shared(&self, session_id: &SessionId) -> StoreResult<Option<Arc<SessionRecord>>> {
+        Ok(self.get(session_id).await?.map(Arc::new))
+    }
 
     /// The session and its user in one read, for a backend that holds users too (the SQL
     /// stores join the two tables). The service asks only when this very object is also the

@@ -53,7 +53,7 @@ async fn scenario_yields_the_expected_ordered_records() {
 
     let recs = f.audit.records();
     let got: Vec<(String, Outcome, Vec<String>)> =
-        recs.iter().map(|r| (r.op.clone(), r.outcome, r.sub_status.clone())).collect();
+        recs.iter().map(|r| (r.op.to_string(), r.outcome, r.sub_status.clone())).collect();
     let s = |op: &str, o: Outcome, sub: &[&str]| (op.to_owned(), o, sub.iter().map(|x| (*x).to_owned()).collect());
     let expected = vec![
         s("user.signup", Outcome::Success, &[]),
@@ -96,7 +96,7 @@ async fn scenario_yields_the_expected_ordered_records() {
     for r in &recs {
         assert_eq!(r.id.len(), 26, "ULID");
         assert!(r.ts.ends_with('Z') && r.ts.contains('.'), "{}", r.ts);
-        assert_eq!(r.node, "test");
+        assert_eq!(&*r.node, "test");
         assert_eq!((r.current_app.as_str(), r.remote_addr.as_str()), ("CRM", "10.0.0.1"));
         assert_eq!(r.status, if r.outcome == Outcome::Success { "ok" } else { "error" });
         let back = sso_core::audit::AuditRecord::from_json_line(&r.to_json_line()).unwrap();

@@ -290,7 +290,7 @@ impl World {
     /// Asserts that the call made with `ctx` after `mark` wrote exactly one record, matching `e`.
     fn check(&self, mark: usize, ctx: &CallCtx, e: Expect) -> AuditRecord {
         let recs = self.f.audit.records();
-        let new: Vec<&str> = recs.iter().skip(mark).map(|r| r.op.as_str()).collect();
+        let new: Vec<&str> = recs.iter().skip(mark).map(|r| r.op.as_ref()).collect();
         assert_eq!(new.len(), 1, "exactly one record per call ({}): {new:?}", e.op);
         self.check_rec(&recs[mark], ctx, e);
         recs[mark].clone()
@@ -308,7 +308,7 @@ impl World {
         assert_eq!(ulid.timestamp_ms(), u64::try_from(now.as_millis()).unwrap(), "ULID time = clock");
         assert!(r.ts.ends_with('Z'), "{ctxt}");
         assert_eq!(r.ts, now.to_rfc3339_micros(), "{ctxt}");
-        assert_eq!(r.node, "test", "{ctxt}");
+        assert_eq!(&*r.node, "test", "{ctxt}");
         assert_eq!(r.cid, ctx.cid.to_string(), "{ctxt}");
         // where from
         assert_eq!(r.current_app, ctx.current_app, "{ctxt}");
@@ -340,17 +340,17 @@ impl World {
         // did it work
         match e.res {
             Res::Ok => {
-                assert_eq!((r.outcome, r.status.as_str()), (Outcome::Success, "ok"), "{ctxt}");
+                assert_eq!((r.outcome, r.status.as_ref()), (Outcome::Success, "ok"), "{ctxt}");
                 assert!(r.sub_status.is_empty(), "{ctxt}");
                 assert_eq!(r.reason, None, "{ctxt}");
             }
             Res::Warning(w) => {
-                assert_eq!((r.outcome, r.status.as_str()), (Outcome::Success, "warning"), "{ctxt}");
+                assert_eq!((r.outcome, r.status.as_ref()), (Outcome::Success, "warning"), "{ctxt}");
                 assert_eq!(r.sub_status, [w], "{ctxt}");
                 assert_eq!(r.reason, None, "{ctxt}");
             }
             Res::Refused(c, why) => {
-                assert_eq!((r.outcome, r.status.as_str()), (spec_outcome(c), "error"), "{ctxt}");
+                assert_eq!((r.outcome, r.status.as_ref()), (spec_outcome(c), "error"), "{ctxt}");
                 assert_eq!(r.sub_status, [c], "{ctxt}");
                 assert_eq!(r.reason.as_deref(), Some(why), "{ctxt}");
             }

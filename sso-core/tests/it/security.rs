@@ -1598,7 +1598,7 @@ async fn sec_50_same_controls_on_every_credential_path() {
     let mut note = |f: &Fixture| {
         for r in f.audit.records() {
             if r.reason.as_deref().is_some_and(|x| credential_reasons.contains(&x)) {
-                seen_ops.insert(r.op.clone());
+                seen_ops.insert(r.op.to_string());
             }
         }
     };
@@ -2732,7 +2732,7 @@ async fn sec_66_every_operation_audited_once_with_outcome() {
     assert_eq!(code(reset(&f, &f.as_user(&bob), Some(&carol)).await), Code::E008002);
     f.sso.user().logout(&f.as_user(&su)).await.unwrap();
     let got: Vec<(String, Outcome, Vec<String>)> =
-        f.audit.records().into_iter().map(|r| (r.op, r.outcome, r.sub_status)).collect();
+        f.audit.records().into_iter().map(|r| (r.op.into_owned(), r.outcome, r.sub_status)).collect();
     let e = |op: &str, o: Outcome, sub: &[&str]| (op.to_owned(), o, sub.iter().map(|s| (*s).to_owned()).collect());
     let (ok, denied, failure) = (Outcome::Success, Outcome::Denied, Outcome::Failure);
     assert_eq!(
