@@ -285,7 +285,7 @@ fn random_hash() -> [u8; 32] {
 }
 
 /// A user with every field set: Unicode names, microsecond times, every NULL-able column filled.
-fn user_record(username: &str) -> UserRecord {
+pub(crate) fn user_record(username: &str) -> UserRecord {
     let display_name = Some(format!("Zoë «{username}» Ñandú-Łukasz 東京"));
     let first_name = Some("Zoë".to_owned());
     let middle_name = Some("Ñandú".to_owned());

@@ -19,6 +19,7 @@ mod sessions;
 pub mod throttle;
 mod totp;
 mod trail;
+mod user_cache;
 mod users;
 pub mod views;
 
@@ -203,6 +204,7 @@ impl SsoBuilder {
         Ok(Sso {
             inner: Arc::new(Inner {
                 joined_lookup: same_object(&self.stores.users, &self.stores.sessions),
+                user_cache: user_cache::UserCache::new(self.cfg.session.user_cache_ms),
                 stores: self.stores,
                 trail,
                 keys: Keys::new(ring, self.key_ring_reloader),
@@ -260,6 +262,8 @@ pub(crate) struct Inner {
     /// The session store is the user store object too (one database): sessions and their
     /// users are read in one round trip ([`SessionStore::get_with_user`]).
     pub joined_lookup: bool,
+    /// `session.user_cache_ms`: the pipeline's per-node cache of user records.
+    pub user_cache: user_cache::UserCache,
 }
 
 /// Whether two trait objects are the same object (same data address).
@@ -480,7 +484,11 @@ impl Inner {
             self.audit_failed(a).await;
             return Err(SsoError::Unavailable { backend: "audit" });
         }
-        if let Err(e) = tx.commit().await {
+        let committed = tx.commit().await;
+        // Whatever the outcome (a failed commit may still have landed), this node's cached
+        // user records may be stale now.
+        self.user_cache.invalidate();
+        if let Err(e) = committed {
             let superseded = std::mem::replace(&mut a.rec.id, trail::new_ulid(self.now()));
             a.rec.set_result(Err((Code::E008004, Reason::StoreUnavailable)));
             a.detail("supersedes", superseded);
@@ -561,7 +569,9 @@ impl Inner {
             inc(&self.metrics.invalid_ust);
             return Err(no_session());
         };
-        let (session, user) = if self.joined_lookup {
+        let (session, user) = if self.user_cache.enabled() {
+            self.read_session_then_cached_user(&sid, now).await?.ok_or_else(no_session)?
+        } else if self.joined_lookup {
             match self.stores.sessions.get_with_user(&sid).await? {
                 SessionLookup::Found(both) => {
                     let (session, user) = *both;
@@ -586,6 +596,22 @@ impl Inner {
             return Err(no_session());
         }
         Ok((session, user))
+    }
+
+    /// The session, then its user from the per-node cache (`session.user_cache_ms`) or the store.
+    async fn read_session_then_cached_user(
+        &self,
+        sid: &SessionId,
+        now: Timestamp,
+    ) -> SsoResult<Option<(Arc<SessionRecord>, Arc<UserRecord>)>> {
+        let Some(session) = self.stores.sessions.get_shared(sid).await? else { return Ok(None) };
+        if let Some(user) = self.user_cache.get(&session.user_id, now) {
+            return Ok(Some((session, user)));
+        }
+        let ticket = self.user_cache.ticket();
+        let Some(user) = self.stores.users.get_by_id_shared(&session.user_id).await? else { return Ok(None) };
+        self.user_cache.put(ticket, user.clone(), now);
+        Ok(Some((session, user)))
     }
 
     /// The session, then its user: two reads (stores that do not hold both), shared records

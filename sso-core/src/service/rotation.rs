@@ -209,7 +209,11 @@ impl KeyApi<'_> {
         };
         let fresh = s.keys.encrypt(&aad, &plain)?;
         let replaced = match f {
-            Found::User { id, field, value } => s.stores.users.replace_envelope(id, *field, value, &fresh).await?,
+            Found::User { id, field, value } => {
+                let replaced = s.stores.users.replace_envelope(id, *field, value, &fresh).await;
+                s.user_cache.invalidate();
+                replaced?
+            }
             Found::Attr { scope, e } => {
                 self.attr_store(*scope).replace_envelope(*scope, &e.owner, &e.name, &e.value, &fresh).await?
             }

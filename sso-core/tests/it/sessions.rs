@@ -1,12 +1,14 @@
 //! Sessions (spec/sessions.md §2–§6): logout, logout-all, revoke, verify, renew, get, list,
 //! idle and absolute expiry, renew-on-use and the cleanup pass.
 
+use std::time::Duration;
+
 use sso_core::Code;
 use sso_core::audit::Outcome;
 use sso_core::ids::SessionId;
 use sso_core::model::{ApprovalStatus, AttrScope, SignUpStatus, UserPatch};
 use sso_core::secret::{SecretStr, Ust};
-use sso_core::service::{AttrInput, AttrTarget, ListTarget, SessionRef};
+use sso_core::service::{AttrInput, AttrTarget, ListTarget, SessionRef, UserUpdate};
 use sso_core::testing::{Fixture, ust_text};
 use sso_core::time::Timestamp;
 
@@ -505,4 +507,67 @@ async fn cleanup_removes_expired_sessions_attributes_and_prts() {
     assert_eq!(left.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["keep"]);
     assert!(alive(&f, &fresh).await, "live sessions stay");
     assert_eq!(f.sso.cleanup().await.unwrap(), 0, "idempotent");
+}
+
+// ----- session.user_cache_ms (spec/concepts.md §5) ----------------------------------------------
+
+/// With the per-node user cache on, a change made through this node applies to the very next
+/// call; a change made elsewhere (another node, or straight in the store) applies once the
+/// cached entry is older than `user_cache_ms`.
+#[tokio::test]
+async fn user_cache_sees_own_writes_at_once_and_others_after_its_lifetime() {
+    let stores = sso_core::memory::stores();
+    let a = Fixture::with(stores.clone(), |c| c.session.user_cache_ms = 5_000).await;
+    let b = a.second_node(stores).await;
+    let (_, admin) = a.user_with_session("admin", true).await;
+    let (alice, ust) = a.user_with_session("alice", false).await;
+    let shown = |f: &Fixture, ust: &Ust| {
+        let ctx = f.as_user(ust);
+        let sso = f.sso.clone();
+        async move { sso.user().get_current_user(&ctx, false).await.unwrap().display_name }
+    };
+    let rename = |f: &Fixture, admin: &Ust, name: &str| {
+        let (ctx, sso, id) = (f.as_user(admin), f.sso.clone(), alice.to_string());
+        let data = UserUpdate { display_name: Some(Some(name.to_owned())), ..Default::default() };
+        async move { sso.user().update_user_by_id(&ctx, &id, data).await.unwrap() }
+    };
+    assert_eq!(shown(&a, &ust).await, None, "cached on node A now");
+
+    // Through node A: applies to A's next call.
+    rename(&a, &admin, "one").await;
+    assert_eq!(shown(&a, &ust).await.as_deref(), Some("one"));
+
+    // Through node B: node A answers from its cache until the entry is 5 s old.
+    rename(&b, &admin, "two").await;
+    assert_eq!(shown(&b, &ust).await.as_deref(), Some("two"));
+    assert_eq!(shown(&a, &ust).await.as_deref(), Some("one"), "node A has not read node B's write yet");
+    a.clock.advance(Duration::from_millis(4_999));
+    assert_eq!(shown(&a, &ust).await.as_deref(), Some("one"), "still within the lifetime");
+    a.clock.advance(Duration::from_millis(1));
+    assert_eq!(shown(&a, &ust).await.as_deref(), Some("two"));
+
+    // Locking through node A (it revokes the sessions) ends the session on A at once.
+    a.sso.user().lock_user(&a.as_user(&admin), alice.as_str()).await.unwrap();
+    assert!(!alive(&a, &ust).await);
+    a.sso.user().unlock_user(&a.as_user(&admin), alice.as_str()).await.unwrap();
+    let ust = a.login("alice", None).await.unwrap().ust;
+    assert!(alive(&a, &ust).await);
+
+    // A revoke-all through node A ends the session on A at once (the epoch moved).
+    let ust2 = a.login("alice", None).await.unwrap().ust;
+    assert!(alive(&a, &ust2).await);
+    a.sso.session().logout_all(&a.as_user(&ust2), None, false).await.unwrap();
+    assert!(!alive(&a, &ust).await);
+    assert!(!alive(&a, &ust2).await);
+}
+
+/// Off by default: a change straight in the store applies to the next call.
+#[tokio::test]
+async fn without_user_cache_every_call_reads_the_user() {
+    let f = Fixture::memory().await;
+    assert_eq!(f.sso.config().session.user_cache_ms, 0);
+    let (alice, ust) = f.user_with_session("alice", false).await;
+    assert!(alive(&f, &ust).await);
+    patch(&f, &alice, UserPatch { is_locked: Some(true), ..Default::default() }).await;
+    assert_eq!(code(f.sso.user().get_current_user(&f.as_user(&ust), false).await), Code::E005002);
 }
