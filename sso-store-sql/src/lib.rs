@@ -63,12 +63,15 @@ pub const SPLIT: &str = "sso_split";
 
 /// Where one table's columns sit in a joined row split at [`SPLIT`]: names resolve within that
 /// half only, so columns both tables have (`user_id`, `creation_time`) are read from the right one.
-/// The names are collected once per row (one probe per field, not one per column).
+/// The names are collected once per row; a lookup starts where the previous one matched, since
+/// the decoders read columns in table order (one comparison per field, typically).
 #[derive(Debug, Clone)]
 pub struct Half<'a> {
     names: std::rc::Rc<Vec<&'a str>>,
     from: usize,
     to: usize,
+    /// Position (within the half) after the last match.
+    next: std::cell::Cell<usize>,
 }
 
 impl<'a> Half<'a> {
@@ -80,16 +83,24 @@ impl<'a> Half<'a> {
             .position(|c| *c == SPLIT)
             .ok_or_else(|| StoreError::corrupt("joined row without its split column"))?;
         let names = std::rc::Rc::new(names);
-        Ok((Half { names: names.clone(), from: 0, to: at }, Half { names, from: at + 1, to: n }))
+        let half = |names, from, to| Half { names, from, to, next: std::cell::Cell::new(0) };
+        Ok((half(names.clone(), 0, at), half(names, at + 1, n)))
     }
 
     /// The row index of column `col` of this half.
     pub fn index(&self, col: &str) -> Result<usize, StoreError> {
-        self.names
-            .get(self.from..self.to)
-            .and_then(|half| half.iter().position(|c| *c == col))
-            .map(|i| i + self.from)
-            .ok_or_else(|| StoreError::corrupt(format!("no column {col}")))
+        let half = self.names.get(self.from..self.to).unwrap_or_default();
+        let start = self.next.get().min(half.len());
+        let (after, before) = (half.get(start..).unwrap_or_default(), half.get(..start).unwrap_or_default());
+        let found =
+            after.iter().position(|c| *c == col).map(|i| i + start).or_else(|| before.iter().position(|c| *c == col));
+        match found {
+            Some(i) => {
+                self.next.set(i + 1);
+                Ok(i + self.from)
+            }
+            None => Err(StoreError::corrupt(format!("no column {col}"))),
+        }
     }
 }
 
@@ -598,6 +609,27 @@ pub fn conflict_of(text: &str) -> &'static str {
 mod tests {
     use super::*;
     use sso_core::model::NameField;
+
+    /// Lookups in any order find the column of their own half (the start hint never changes an
+    /// answer), shared names resolve per half, a missing name is an error.
+    #[test]
+    fn half_lookups_in_any_order() {
+        let names = vec!["session_id", "user_id", "creation_time", SPLIT, "user_id", "username", "creation_time"];
+        let (s, u) = Half::split(names).unwrap();
+        for _ in 0..2 {
+            assert_eq!(s.index("session_id").unwrap(), 0);
+            assert_eq!(s.index("creation_time").unwrap(), 2);
+            assert_eq!(s.index("user_id").unwrap(), 1);
+            assert_eq!(u.index("creation_time").unwrap(), 6);
+            assert_eq!(u.index("user_id").unwrap(), 4);
+            assert_eq!(u.index("username").unwrap(), 5);
+            assert_eq!(u.index("username").unwrap(), 5);
+        }
+        assert!(s.index("username").is_err());
+        assert!(u.index("session_id").is_err());
+        assert!(u.index(SPLIT).is_err());
+        assert!(Half::split(vec!["a", "b"]).is_err());
+    }
 
     #[test]
     fn filters_are_positional_and_dialect_specific() {

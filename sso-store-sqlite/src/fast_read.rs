@@ -11,7 +11,7 @@
 //! see, keep the sqlx path.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -28,6 +28,10 @@ pub(crate) struct FastReader {
     path: PathBuf,
     busy: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// The column names of the last statement run (its text, its names): they are fixed for a
+    /// statement and a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check
+    /// per column per row.
+    columns: Mutex<Option<(&'static str, Arc<[String]>)>>,
 }
 
 impl FastReader {
@@ -37,7 +41,7 @@ impl FastReader {
         if p.is_empty() || p.starts_with(":memory:") || p.starts_with("file:") || p.contains("mode=memory") {
             return None;
         }
-        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()) })
+        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: Mutex::new(None) })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -47,12 +51,29 @@ impl FastReader {
         Ok(conn)
     }
 
-    /// Runs `sql` with one text parameter and decodes the first row, if any, with `decode`.
+    /// The column names of `stmt` (the statement of `sql`), from the cache when it ran before.
+    fn columns(&self, sql: &'static str, stmt: &rusqlite::Statement<'_>) -> Arc<[String]> {
+        if let Ok(c) = self.columns.lock()
+            && let Some((s, names)) = c.as_ref()
+            && *s == sql
+            && names.len() == stmt.column_count()
+        {
+            return names.clone();
+        }
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        if let Ok(mut c) = self.columns.lock() {
+            *c = Some((sql, names.clone()));
+        }
+        names
+    }
+
+    /// Runs `sql` with one text parameter and decodes the first row, if any, with `decode`
+    /// (which also gets the row's column names).
     pub(crate) fn one<T>(
         &self,
-        sql: &str,
+        sql: &'static str,
         param: &str,
-        decode: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+        decode: impl FnOnce(&rusqlite::Row<'_>, &[String]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match pooled {
@@ -61,9 +82,10 @@ impl FastReader {
         };
         let out = (|| {
             let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+            let names = self.columns(sql, &stmt);
             let mut decoded = None;
             stmt.query_row([param], |row| {
-                decoded = Some(decode(row));
+                decoded = Some(decode(row, &names));
                 Ok(())
             })
             .optional()
@@ -96,8 +118,11 @@ pub(crate) struct RowHalf<'a, 'r> {
 
 impl<'a, 'r> RowHalf<'a, 'r> {
     /// The session's and the user's halves of a joined row.
-    pub(crate) fn split(row: &'a rusqlite::Row<'r>) -> Result<(RowHalf<'a, 'r>, RowHalf<'a, 'r>), StoreError> {
-        let (a, b) = Half::split(row.as_ref().column_names())?;
+    pub(crate) fn split(
+        row: &'a rusqlite::Row<'r>,
+        names: &'a [String],
+    ) -> Result<(RowHalf<'a, 'r>, RowHalf<'a, 'r>), StoreError> {
+        let (a, b) = Half::split(names.iter().map(String::as_str).collect())?;
         Ok((RowHalf { row, half: a }, RowHalf { row, half: b }))
     }
 

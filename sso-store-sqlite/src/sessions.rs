@@ -40,8 +40,8 @@ impl SessionStore for SqliteStore {
         // One round trip instead of two on the session-verify path; the split column marks
         // where the session's columns end and the user's begin.
         if let Some(fast) = &self.fast {
-            let found = fast.one(JOINED_SQL, session_id.as_str(), |row| {
-                let (session, user) = RowHalf::split(row)?;
+            let found = fast.one(JOINED_SQL, session_id.as_str(), |row, names| {
+                let (session, user) = RowHalf::split(row, names)?;
                 Ok((session_from_row(&session)?, user_from_row(&user)?))
             })?;
             return Ok(found.map_or(SessionLookup::NotFound, |both| SessionLookup::Found(Box::new(both))));

@@ -112,7 +112,8 @@ async fn a_full_required_channel_fails_state_changes_and_changes_nothing() {
     // Once the consumer catches up, the same calls succeed.
     assert_eq!(drain(&mut rx).len(), 2);
     assert!(sso.user().reset_totp_key(&ctx, None, None, None).await.unwrap().is_some());
-    let ops: Vec<String> = drain(&mut rx).iter().map(|l| AuditRecord::from_json_line(l).unwrap().op.into_owned()).collect();
+    let ops: Vec<String> =
+        drain(&mut rx).iter().map(|l| AuditRecord::from_json_line(l).unwrap().op.into_owned()).collect();
     assert_eq!(ops, ["user.reset_totp_key"]);
 }
 
