@@ -22,6 +22,9 @@ use sso_store_sql::{Half, RowRead};
 /// Read-only connections kept for reuse (more are opened when they are all in use).
 const KEEP: usize = 8;
 
+/// A statement's text and its column names.
+type StatementColumns = (&'static str, Arc<[String]>);
+
 /// A pool of read-only connections to one SQLite file.
 #[derive(Debug)]
 pub(crate) struct FastReader {
@@ -31,7 +34,7 @@ pub(crate) struct FastReader {
     /// The column names of the last statement run (its text, its names): they are fixed for a
     /// statement and a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check
     /// per column per row.
-    columns: Mutex<Option<(&'static str, Arc<[String]>)>>,
+    columns: Mutex<Option<StatementColumns>>,
 }
 
 impl FastReader {
