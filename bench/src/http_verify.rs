@@ -230,6 +230,14 @@ pub async fn run() -> Result<Vec<Section>, String> {
         verify_on("SQLite, default audit (stdout + file, fsync always)", "sqlite-audit", sqlite_store.to_owned())
             .await?,
     );
+    runs.push(
+        verify_on(
+            "SQLite, session.user_cache_ms = 1000",
+            "sqlite-cache",
+            format!("{sqlite_store}\n{USER_CACHE}\n{AUDIT_FILE_NO_FSYNC}"),
+        )
+        .await?,
+    );
     let (after, after_errors, _) = trivial_run("after the SQLite runs").await?;
     let mean = |a: Duration, b: Duration| (a + b) / 2;
     let base = Figure {

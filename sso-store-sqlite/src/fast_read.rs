@@ -19,6 +19,9 @@ use sso_core::StoreError;
 use sso_core::time::Timestamp;
 use sso_store_sql::{Half, RowRead};
 
+/// Statements whose column names are kept.
+const COLUMN_CACHE: usize = 8;
+
 /// Read-only connections kept for reuse (more are opened when they are all in use).
 const KEEP: usize = 8;
 
@@ -31,10 +34,10 @@ pub(crate) struct FastReader {
     path: PathBuf,
     busy: Duration,
     idle: Mutex<Vec<Connection>>,
-    /// The column names of the last statement run (its text, its names): they are fixed for a
-    /// statement and a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check
-    /// per column per row.
-    columns: Mutex<Option<StatementColumns>>,
+    /// The column names of the statements run (text, names): they are fixed for a statement and
+    /// a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check per column per
+    /// row. A handful of constant statements use this reader.
+    columns: Mutex<Vec<StatementColumns>>,
 }
 
 impl FastReader {
@@ -44,7 +47,7 @@ impl FastReader {
         if p.is_empty() || p.starts_with(":memory:") || p.starts_with("file:") || p.contains("mode=memory") {
             return None;
         }
-        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: Mutex::new(None) })
+        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: Mutex::new(Vec::new()) })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -57,15 +60,17 @@ impl FastReader {
     /// The column names of `stmt` (the statement of `sql`), from the cache when it ran before.
     fn columns(&self, sql: &'static str, stmt: &rusqlite::Statement<'_>) -> Arc<[String]> {
         if let Ok(c) = self.columns.lock()
-            && let Some((s, names)) = c.as_ref()
-            && *s == sql
-            && names.len() == stmt.column_count()
+            && let Some((_, names)) = c.iter().find(|(s, names)| *s == sql && names.len() == stmt.column_count())
         {
             return names.clone();
         }
         let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
         if let Ok(mut c) = self.columns.lock() {
-            *c = Some((sql, names.clone()));
+            c.retain(|(s, _)| *s != sql);
+            if c.len() >= COLUMN_CACHE {
+                c.clear();
+            }
+            c.push((sql, names.clone()));
         }
         names
     }

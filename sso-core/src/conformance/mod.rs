@@ -182,6 +182,7 @@ macro_rules! __conformance_group {
             throttling_shared_by_nodes,
             revoke_all_visible_on_second_node,
             password_change_revokes_other_sessions,
+            user_cache_pipeline,
         ] }
     };
 }

@@ -226,3 +226,33 @@ pub async fn password_change_revokes_other_sessions(stores: Stores) {
         .await
         .unwrap_or_else(|e| panic!("login with the new password: {e}"));
 }
+
+/// With `session.user_cache_ms` on, the pipeline reads the session alone and the user from the
+/// node's cache: sessions stay valid, a change made through this node applies to its next call,
+/// and a revoke-all made through another node applies once the cached entry has expired.
+pub async fn user_cache_pipeline(stores: Stores) {
+    let a = Fixture::with(stores.clone(), |cfg| cfg.session.user_cache_ms = 2_000).await;
+    let b = a.second_node(stores).await;
+    let (id, ust) = a.user_with_session("cora", false).await;
+    for _ in 0..3 {
+        session_ok(&a, &ust).await.unwrap_or_else(|e| panic!("cached pipeline: {e}"));
+        assert!(a.sso.session().verify(&a.as_user(&ust), &ust).await.unwrap_or(false), "verify, cached user");
+    }
+    let shown = |f: &Fixture| {
+        let (sso, ctx) = (f.sso.clone(), f.as_user(&ust));
+        async move { sso.user().get_current_user(&ctx, false).await.map(|v| v.display_name) }
+    };
+    let rename = UserUpdate { display_name: Some(Some("Cora".into())), ..Default::default() };
+    a.sso.user().update_user_by_id(&a.operator(), id.as_str(), rename).await.unwrap_or_else(|e| panic!("rename: {e}"));
+    assert_eq!(shown(&a).await.ok().flatten().as_deref(), Some("Cora"), "a write through this node applies at once");
+
+    let on_b = b.login("cora", None).await.unwrap_or_else(|e| panic!("login on node B: {e}"));
+    b.sso
+        .session()
+        .logout_all(&b.as_user(&on_b.ust), None, false)
+        .await
+        .unwrap_or_else(|e| panic!("logout_all on node B: {e}"));
+    assert_code(session_ok(&b, &ust).await, Code::E007001, "node B after its own revoke-all");
+    a.clock.advance(Duration::from_millis(2_000));
+    assert_code(session_ok(&a, &ust).await, Code::E007001, "node A once its cached entry expired");
+}
