@@ -21,6 +21,10 @@ use crate::{Figure, Section, figures_json};
 
 const FAST_SAMPLES: usize = 20_000;
 const BUDGET: Duration = Duration::from_secs(3);
+/// Repetitions of the in-process verify and its baseline (interleaved; the fastest is kept).
+const REPEATS: usize = 5;
+/// Time budget of one repetition.
+const REPEAT_BUDGET: Duration = Duration::from_millis(1500);
 
 fn now_step() -> u64 {
     totp::step_of(u64::try_from(SystemClock.now().as_secs()).unwrap_or(0))
@@ -141,22 +145,45 @@ pub async fn run() -> Result<Vec<Section>, String> {
     let stores: Stores = sso_core::memory::stores();
     let (sso, info) = logged_in(stores.clone()).await?;
     let (sid, uid, ust) = (info.session_id.clone(), info.user_id.clone(), info.ust.clone());
-    let lat = time_async(1000, FAST_SAMPLES, BUDGET, async || {
-        let s = stores.sessions.get(&sid).await.map_err(|e| e.to_string())?;
-        let u = stores.users.get_by_id(&uid).await.map_err(|e| e.to_string())?;
-        if s.is_some() && u.is_some() { Ok(()) } else { Err("missing session or user".to_owned()) }
-    })
-    .await?;
-    let verify_base = rows.len();
-    rows.push((Figure::of("memory store: sessions.get + users.get_by_id", lat), verify_base));
+    // The bare reads and the verify, interleaved REPEATS times with a shorter budget each; each
+    // row keeps its fastest repetition (lowest mean). This machine's speed swings by up to ±30 %
+    // between seconds (other tenants); as with Python's `timeit`, the fastest repetition is
+    // the best estimate of what the code costs, the slower ones measure the interference. All
+    // repetitions' rates are reported.
     let ctx = user_ctx().with_ust(ust.clone());
-    let lat = time_async(1000, FAST_SAMPLES, BUDGET, async || match sso.session().verify(&ctx, &ust).await {
-        Ok(true) => Ok(()),
-        r => Err(format!("verify: {r:?}")),
-    })
-    .await?;
+    let mut bare: Option<Vec<Duration>> = None;
+    let mut full: Option<Vec<Duration>> = None;
+    let mut verify_rates = Vec::new();
+    let mean_of = |v: &[Duration]| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(1);
+    let keep_fastest = |slot: &mut Option<Vec<Duration>>, lat: Vec<Duration>| {
+        if slot.as_ref().is_none_or(|old| mean_of(&lat) < mean_of(old)) {
+            *slot = Some(lat);
+        }
+    };
+    for _ in 0..REPEATS {
+        let lat = time_async(1000, FAST_SAMPLES, REPEAT_BUDGET, async || {
+            let s = stores.sessions.get(&sid).await.map_err(|e| e.to_string())?;
+            let u = stores.users.get_by_id(&uid).await.map_err(|e| e.to_string())?;
+            if s.is_some() && u.is_some() { Ok(()) } else { Err("missing session or user".to_owned()) }
+        })
+        .await?;
+        keep_fastest(&mut bare, lat);
+        let lat =
+            time_async(1000, FAST_SAMPLES, REPEAT_BUDGET, async || match sso.session().verify(&ctx, &ust).await {
+                Ok(true) => Ok(()),
+                r => Err(format!("verify: {r:?}")),
+            })
+            .await?;
+        verify_rates.push(1.0 / mean_of(&lat).as_secs_f64().max(1e-12));
+        keep_fastest(&mut full, lat);
+    }
+    let verify_base = rows.len();
+    rows.push((Figure::of("memory store: sessions.get + users.get_by_id", bare.unwrap_or_default()), verify_base));
     let verify_row = rows.len();
-    rows.push((Figure::of("sso.session().verify, own UST (memory stores, read audited)", lat), verify_base));
+    rows.push((
+        Figure::of("sso.session().verify, own UST (memory stores, read audited)", full.unwrap_or_default()),
+        verify_base,
+    ));
     // The same on the same stores, with reads not audited (audit.include_reads = false).
     let quiet = sso_on(stores.clone(), None, |c| c.audit.include_reads = false).await?;
     let lat = time_async(1000, FAST_SAMPLES, BUDGET, async || match quiet.session().verify(&ctx, &ust).await {
@@ -216,15 +243,17 @@ pub async fn run() -> Result<Vec<Section>, String> {
         js.push(json!({"name": f.name, "baseline": base.name, "ratio_p50": r}));
     }
     let verify = rows.get(verify_row).map(|r| r.0.ops_per_s).unwrap_or_default();
+    let rates = verify_rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
     md.push_str(&format!(
-        "\nIn-process session verify: **{verify:.0} calls/s per core** against the goal of 1 000 000 ({:.2} of the goal).\n",
+        "\nIn-process session verify: **{verify:.0} calls/s per core** against the goal of 1 000 000 ({:.2} of the goal);\n\
+         the fastest of {REPEATS} repetitions interleaved with its baseline's (all five: {rates} calls/s).\n",
         verify / 1e6
     ));
     let figs: Vec<Figure> = rows.iter().map(|r| r.0.clone()).collect();
     Ok(vec![Section {
         title: "Micro benchmarks (in process, one core)".into(),
         markdown: md,
-        json: json!({"figures": figures_json(&figs), "ratios": js, "session_verify_per_core": verify}),
+        json: json!({"figures": figures_json(&figs), "ratios": js, "session_verify_per_core": verify, "session_verify_repetitions": verify_rates}),
     }])
 }
 

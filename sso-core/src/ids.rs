@@ -86,10 +86,19 @@ impl SessionId {
     /// The session id of a UST whose domain-separated SHA-256 is `digest`: the prefix and the
     /// digest's first 16 bytes in Crockford (26 characters, so always a valid id).
     pub(crate) fn from_digest(digest: &[u8; 32]) -> SessionId {
-        let mut id = String::with_capacity(Self::PREFIX.len() + 26);
-        id.push_str(Self::PREFIX);
-        crockford::encode_into(digest.get(..16).unwrap_or(&[]), &mut id);
-        SessionId(id)
+        // 128 bits as 26 five-bit characters, most significant first, left-padded with two zero
+        // bits: character i holds bits 125 - 5i .. 130 - 5i (the first one only three of them).
+        let mut first = [0u8; 16];
+        first.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+        let v = u128::from_be_bytes(first);
+        let mut id = [0u8; 30];
+        let (prefix, chars) = id.split_at_mut(4);
+        prefix.copy_from_slice(Self::PREFIX.as_bytes());
+        for (i, c) in chars.iter_mut().enumerate() {
+            // `& 31` keeps the index below 32, the alphabet's length.
+            *c = crockford::char_of((v >> (125 - 5 * i)) as u8 & 31);
+        }
+        SessionId(std::str::from_utf8(&id).unwrap_or_default().to_owned())
     }
 }
 

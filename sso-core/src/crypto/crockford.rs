@@ -57,6 +57,11 @@ pub fn encode_into(bytes: &[u8], out: &mut String) {
     flush(buf.get(..n).unwrap_or_default(), out);
 }
 
+/// The character of a five-bit value (`v & 31`).
+pub(crate) fn char_of(v: u8) -> u8 {
+    ALPHABET.get(usize::from(v & 31)).copied().unwrap_or(b'0')
+}
+
 /// Whether every character of `s` is in the (lower-case) alphabet.
 pub fn is_alphabet(s: &str) -> bool {
     s.bytes().all(|b| VALID.get(usize::from(b)).copied().unwrap_or(false))

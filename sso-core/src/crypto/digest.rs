@@ -34,25 +34,27 @@ pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
     a
 }
 
-/// Constant-time equality of two byte strings (lengths are not secret). Compares eight bytes at a
-/// time with `subtle`'s `u64` comparison (one optimisation barrier per word instead of per byte),
-/// then the tail byte by byte; no early exit either way.
+/// Constant-time equality of two byte strings (lengths are not secret). The differences are
+/// OR-folded eight bytes at a time with no branch on the data, and the fold is compared with
+/// `subtle` (one optimisation barrier for the whole comparison instead of one per byte).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let mut same = subtle::Choice::from(1u8);
     let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ta, tb) = (wa.remainder(), wb.remainder());
+    let mut diff = 0u64;
     for (x, y) in wa.zip(wb) {
         let mut xw = [0u8; 8];
         let mut yw = [0u8; 8];
         xw.copy_from_slice(x);
         yw.copy_from_slice(y);
-        same &= u64::from_ne_bytes(xw).ct_eq(&u64::from_ne_bytes(yw));
+        diff |= u64::from_ne_bytes(xw) ^ u64::from_ne_bytes(yw);
     }
-    same &= ta.ct_eq(tb);
-    bool::from(same)
+    for (x, y) in ta.iter().zip(tb) {
+        diff |= u64::from(x ^ y);
+    }
+    bool::from(diff.ct_eq(&0))
 }
 
 /// Lower-case hex.

@@ -1,6 +1,8 @@
 //! In-memory `SessionStore` and session-scope `AttrStore`.
 
-use std::collections::{HashMap, HashSet};
+// foldhash (randomly seeded per process): the maps are keyed by ids; SipHash showed as ~4 %
+// of an in-process verify.
+use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;

@@ -4,7 +4,9 @@
 //! A transaction holds the database's write lock for its whole life and keeps an undo log: each
 //! write records the previous value of what it touches, and a drop without commit restores them.
 
-use std::collections::HashMap;
+// foldhash (randomly seeded per process): the maps are keyed by ids and names; SipHash
+// showed as ~4 % of an in-process verify.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -363,6 +365,10 @@ impl UserStore for MemoryUsers {
     }
 
     async fn get_by_id_shared(&self, user_id: &UserId) -> StoreResult<Option<Arc<UserRecord>>> {
+        // The pipeline's read: without a writer in the way, take the lock without a wait queue.
+        if let Ok(db) = self.db.try_read() {
+            return Ok(db.users.get(user_id).cloned());
+        }
         Ok(self.db.read().await.users.get(user_id).cloned())
     }
 

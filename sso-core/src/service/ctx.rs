@@ -79,7 +79,7 @@ pub(crate) enum Caller {
     /// The CLI (`cli:<os-user>@<host>`): authorisation skipped, still audited.
     Operator(String),
     /// A valid session.
-    Session(Box<Authn>),
+    Session(Authn),
 }
 
 /// A caller's validated session and its user record (read at this call).

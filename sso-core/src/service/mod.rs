@@ -554,7 +554,7 @@ impl Inner {
             let s = Arc::make_mut(&mut session);
             s.expiration_time = s.expiration_time.max(new_exp);
         }
-        Ok(Caller::Session(Box::new(Authn { user, session })))
+        Ok(Caller::Session(Authn { user, session }))
     }
 
     /// Pipeline steps 2–5: syntax, record and hash, expiry, user and epoch. Every failure is

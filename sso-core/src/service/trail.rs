@@ -27,7 +27,9 @@ pub(crate) enum Kind {
 /// One operation's record under construction.
 #[derive(Debug)]
 pub(crate) struct Audit {
-    pub rec: AuditRecord,
+    /// Boxed: the record (~500 bytes) moves through every operation's futures and into the
+    /// read-audit queue; a box moves as one pointer.
+    pub rec: Box<AuditRecord>,
     pub kind: Kind,
     /// The record was written (or deliberately skipped); `finish` does nothing more.
     pub done: bool,
@@ -191,11 +193,11 @@ impl Trail {
             None => Cow::Borrowed("anonymous"),
         };
         Audit {
-            rec: AuditRecord {
+            rec: Box::new(AuditRecord {
                 id: new_ulid(now),
                 ts: now.to_rfc3339_micros(),
                 node: self.node.clone(),
-                cid: ctx.cid.to_string(),
+                cid: ctx.cid.as_str().to_owned(),
                 op: Cow::Borrowed(op),
                 outcome: Outcome::Success,
                 status: Cow::Borrowed("ok"),
@@ -209,7 +211,7 @@ impl Trail {
                 remote_addr: ctx.remote_addr.to_text(),
                 user_agent: ctx.user_agent.clone(),
                 details: Map::new(),
-            },
+            }),
             kind,
             done: false,
             warning: None,
@@ -225,9 +227,9 @@ impl Trail {
 
     /// Queues a successful read's record (G5); gives it back when there is no queue (write it
     /// inline). A full queue drops the record and counts it in `sso_audit_dropped_total`.
-    pub(crate) fn enqueue_read(&self, rec: AuditRecord) -> Option<AuditRecord> {
+    pub(crate) fn enqueue_read(&self, rec: Box<AuditRecord>) -> Option<Box<AuditRecord>> {
         let Some(tx) = &self.reads else { return Some(rec) };
-        if tx.try_send(ReadMsg::Record(Box::new(rec))).is_err() {
+        if tx.try_send(ReadMsg::Record(rec)).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         None
