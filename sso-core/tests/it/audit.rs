@@ -439,8 +439,9 @@ mod read_queue {
             assert!(sso.session().verify(&ctx, &ust).await.unwrap());
         }
         let dropped = metric(&sso, "sso_audit_dropped_total");
-        // The writer holds one record in the blocked sink and the queue holds 10 000.
-        assert!((499..=500).contains(&dropped), "dropped {dropped}");
+        // The queue holds 10 000; the writer, blocked in the sink, holds the one batch it took
+        // before blocking (at most 256 records: how many depends on how fast the reads came).
+        assert!((500 - 256..=500).contains(&dropped), "dropped {dropped}");
         sink.held.store(false, Ordering::SeqCst);
         sso.flush_audit().await;
     }
