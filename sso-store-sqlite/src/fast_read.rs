@@ -11,7 +11,7 @@
 //! see, keep the sqlx path.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -37,7 +37,7 @@ pub(crate) struct FastReader {
     /// The column names of the statements run (text, names): they are fixed for a statement and
     /// a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check per column per
     /// row. A handful of constant statements use this reader.
-    columns: Mutex<Vec<StatementColumns>>,
+    columns: RwLock<Vec<StatementColumns>>,
 }
 
 impl FastReader {
@@ -47,7 +47,7 @@ impl FastReader {
         if p.is_empty() || p.starts_with(":memory:") || p.starts_with("file:") || p.contains("mode=memory") {
             return None;
         }
-        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: Mutex::new(Vec::new()) })
+        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: RwLock::new(Vec::new()) })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -59,13 +59,13 @@ impl FastReader {
 
     /// The column names of `stmt` (the statement of `sql`), from the cache when it ran before.
     fn columns(&self, sql: &'static str, stmt: &rusqlite::Statement<'_>) -> Arc<[String]> {
-        if let Ok(c) = self.columns.lock()
+        if let Ok(c) = self.columns.read()
             && let Some((_, names)) = c.iter().find(|(s, names)| *s == sql && names.len() == stmt.column_count())
         {
             return names.clone();
         }
         let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
-        if let Ok(mut c) = self.columns.lock() {
+        if let Ok(mut c) = self.columns.write() {
             c.retain(|(s, _)| *s != sql);
             if c.len() >= COLUMN_CACHE {
                 c.clear();

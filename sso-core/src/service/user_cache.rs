@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use crate::ids::UserId;
 use crate::model::UserRecord;
@@ -26,7 +26,9 @@ pub(crate) struct UserCache {
     ttl_us: i64,
     /// Bumped by every invalidation.
     generation: AtomicU64,
-    entries: Mutex<HashMap<UserId, (Arc<UserRecord>, Timestamp)>>,
+    /// Read-locked by every verify, write-locked on a miss or a write: the readers of a busy
+    /// node never wait for each other.
+    entries: RwLock<HashMap<UserId, (Arc<UserRecord>, Timestamp)>>,
 }
 
 /// What a reader notes before reading a user from the store (see [`UserCache::put`]).
@@ -39,7 +41,7 @@ impl UserCache {
         UserCache {
             ttl_us: i64::try_from(ttl_ms.saturating_mul(1000)).unwrap_or(i64::MAX),
             generation: AtomicU64::new(0),
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
@@ -53,7 +55,7 @@ impl UserCache {
         if !self.enabled() {
             return None;
         }
-        let entries = self.entries.lock().ok()?;
+        let entries = self.entries.read().ok()?;
         let (rec, read_at) = entries.get(id)?;
         let age = now.as_micros().saturating_sub(read_at.as_micros());
         // A clock set back makes an entry look younger than it is: refuse negative ages too.
@@ -71,7 +73,7 @@ impl UserCache {
         if !self.enabled() {
             return;
         }
-        let Ok(mut entries) = self.entries.lock() else { return };
+        let Ok(mut entries) = self.entries.write() else { return };
         // Checked under the lock: `invalidate` bumps the generation before it takes the lock to
         // empty the map, so a put that sees the old generation here lands before the emptying.
         if self.generation.load(Ordering::Acquire) != ticket.0 {
@@ -89,7 +91,7 @@ impl UserCache {
             return;
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut entries) = self.entries.lock() {
+        if let Ok(mut entries) = self.entries.write() {
             entries.clear();
         }
     }
