@@ -21,8 +21,12 @@ use crate::time::{ManualClock, Timestamp};
 /// A password every default policy accepts.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// The start time of every fixture clock: 2026-11-27T10:00:00Z (a step boundary + 0 s).
-pub const T0: i64 = 1_795_773_600;
+/// The start time of every fixture clock: 2100-01-01T00:00:00Z (a step boundary + 0 s). Far in
+/// the future on purpose: the Redis session store sets key expiry (`PEXPIREAT`) from a record's
+/// logical deadline, so a fixture clock behind the real one would let Redis drop a fresh test
+/// session at once (a fixed start of 2026-11-27T10:00Z did exactly that to every Redis service
+/// case once the real clock passed 11:00 that day).
+pub const T0: i64 = 4_102_444_800;
 
 /// An `Sso` with its observable parts.
 pub struct Fixture {
