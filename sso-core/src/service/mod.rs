@@ -484,11 +484,7 @@ impl Inner {
             self.audit_failed(a).await;
             return Err(SsoError::Unavailable { backend: "audit" });
         }
-        let committed = tx.commit().await;
-        // Whatever the outcome (a failed commit may still have landed), this node's cached
-        // user records may be stale now.
-        self.user_cache.invalidate();
-        if let Err(e) = committed {
+        if let Err(e) = self.commit_users(tx).await {
             let superseded = std::mem::replace(&mut a.rec.id, trail::new_ulid(self.now()));
             a.rec.set_result(Err((Code::E008004, Reason::StoreUnavailable)));
             a.detail("supersedes", superseded);
@@ -505,6 +501,14 @@ impl Inner {
         a.rec.set_result(Err((Code::E008004, Reason::AuditFailed)));
         let _ = self.trail.write(&a.rec, false).await;
         a.done = true;
+    }
+
+    /// Commits a users-database transaction and empties this node's user cache, whatever the
+    /// outcome (a failed commit may still have landed). Every commit goes through here.
+    pub(crate) async fn commit_users(&self, tx: Box<dyn UserTx>) -> crate::store::StoreResult<()> {
+        let committed = tx.commit().await;
+        self.user_cache.invalidate();
+        committed
     }
 
     /// Opens a users-database transaction.
@@ -569,19 +573,19 @@ impl Inner {
             inc(&self.metrics.invalid_ust);
             return Err(no_session());
         };
-        let (session, user) = if self.user_cache.enabled() {
-            self.read_session_then_cached_user(&sid, now).await?.ok_or_else(no_session)?
-        } else if self.joined_lookup {
+        // One joined read when one database holds both — unless the user cache is on, which
+        // makes the session alone the only read.
+        let (session, user) = if self.joined_lookup && !self.user_cache.enabled() {
             match self.stores.sessions.get_with_user(&sid).await? {
                 SessionLookup::Found(both) => {
                     let (session, user) = *both;
                     (Arc::new(session), Arc::new(user))
                 }
                 SessionLookup::NotFound => return Err(no_session()),
-                SessionLookup::Unsupported => self.read_session_then_user(&sid).await?.ok_or_else(no_session)?,
+                SessionLookup::Unsupported => self.read_session_then_user(&sid, now).await?.ok_or_else(no_session)?,
             }
         } else {
-            self.read_session_then_user(&sid).await?.ok_or_else(no_session)?
+            self.read_session_then_user(&sid, now).await?.ok_or_else(no_session)?
         };
         if !crate::crypto::digest::ct_eq(&session.ust_hash, &ust.hash()) {
             return Err(no_session());
@@ -598,8 +602,9 @@ impl Inner {
         Ok((session, user))
     }
 
-    /// The session, then its user from the per-node cache (`session.user_cache_ms`) or the store.
-    async fn read_session_then_cached_user(
+    /// The session, then its user: from the per-node cache (`session.user_cache_ms`, when on)
+    /// or a second read. Shared records where the store keeps them in memory.
+    async fn read_session_then_user(
         &self,
         sid: &SessionId,
         now: Timestamp,
@@ -610,18 +615,7 @@ impl Inner {
         }
         let ticket = self.user_cache.ticket();
         let Some(user) = self.stores.users.get_by_id_shared(&session.user_id).await? else { return Ok(None) };
-        self.user_cache.put(ticket, user.clone(), now);
-        Ok(Some((session, user)))
-    }
-
-    /// The session, then its user: two reads (stores that do not hold both), shared records
-    /// where the store keeps them in memory.
-    async fn read_session_then_user(
-        &self,
-        sid: &SessionId,
-    ) -> SsoResult<Option<(Arc<SessionRecord>, Arc<UserRecord>)>> {
-        let Some(session) = self.stores.sessions.get_shared(sid).await? else { return Ok(None) };
-        let Some(user) = self.stores.users.get_by_id_shared(&session.user_id).await? else { return Ok(None) };
+        self.user_cache.put(ticket, &user, now);
         Ok(Some((session, user)))
     }
 

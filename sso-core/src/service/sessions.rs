@@ -175,9 +175,7 @@ impl Inner {
         let mut tx = self.begin().await?;
         tx.update_user(&user.user_id, patch).await?;
         let epoch = if revoke { tx.bump_epoch(&user.user_id).await? } else { user.session_epoch };
-        let committed = tx.commit().await;
-        self.user_cache.invalidate();
-        committed?;
+        self.commit_users(tx).await?;
         if revoke {
             self.revoke_after_commit(&user.user_id, epoch, None).await;
         }

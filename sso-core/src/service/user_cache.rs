@@ -69,7 +69,7 @@ impl UserCache {
 
     /// Caches `rec`, read at `now` under `ticket` — unless a write through this node happened
     /// since the ticket was taken (the record may predate it).
-    pub(crate) fn put(&self, ticket: Ticket, rec: Arc<UserRecord>, now: Timestamp) {
+    pub(crate) fn put(&self, ticket: Ticket, rec: &Arc<UserRecord>, now: Timestamp) {
         if !self.enabled() {
             return;
         }
@@ -82,7 +82,7 @@ impl UserCache {
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(rec.user_id.clone(), (rec, now));
+        entries.insert(rec.user_id.clone(), (rec.clone(), now));
     }
 
     /// Forgets every entry: called after each users-database write made through this node.
@@ -110,7 +110,7 @@ mod tests {
     fn disabled_cache_never_answers() {
         let c = UserCache::new(0);
         let r = rec("alice");
-        c.put(c.ticket(), r.clone(), Timestamp::from_secs(10));
+        c.put(c.ticket(), &r, Timestamp::from_secs(10));
         assert!(c.get(&r.user_id, Timestamp::from_secs(10)).is_none());
     }
 
@@ -119,7 +119,7 @@ mod tests {
         let c = UserCache::new(500);
         let r = rec("alice");
         let t0 = Timestamp::from_secs(100);
-        c.put(c.ticket(), r.clone(), t0);
+        c.put(c.ticket(), &r, t0);
         assert!(c.get(&r.user_id, t0).is_some());
         assert!(c.get(&r.user_id, Timestamp::from_micros(t0.as_micros() + 499_999)).is_some());
         assert!(c.get(&r.user_id, Timestamp::from_micros(t0.as_micros() + 500_000)).is_none());
@@ -132,14 +132,14 @@ mod tests {
         let c = UserCache::new(60_000);
         let r = rec("alice");
         let now = Timestamp::from_secs(100);
-        c.put(c.ticket(), r.clone(), now);
+        c.put(c.ticket(), &r, now);
         // A read starts (ticket), a write through this node lands, the read finishes.
         let before_write = c.ticket();
         c.invalidate();
         assert!(c.get(&r.user_id, now).is_none());
-        c.put(before_write, r.clone(), now);
+        c.put(before_write, &r, now);
         assert!(c.get(&r.user_id, now).is_none(), "a read older than the write must not be cached");
-        c.put(c.ticket(), r.clone(), now);
+        c.put(c.ticket(), &r, now);
         assert!(c.get(&r.user_id, now).is_some());
     }
 }
