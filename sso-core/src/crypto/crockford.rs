@@ -19,21 +19,9 @@ const VALID: [bool; 256] = {
 
 /// Encodes `bytes` into exactly `ceil(8 * len / 5)` characters.
 pub fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity((bytes.len() * 8).div_ceil(5));
-    encode_into(bytes, &mut out);
-    out
-}
-
-/// Appends the encoding of `bytes` ([`encode`]) to `out`.
-pub fn encode_into(bytes: &[u8], out: &mut String) {
     let bits = bytes.len() * 8;
     let chars = bits.div_ceil(5);
-    out.reserve(chars);
-    // Characters are gathered in a small stack buffer and appended a buffer at a time (one
-    // `push_str` instead of a UTF-8 encode per character).
-    let mut buf = [0u8; 32];
-    let mut n = 0;
-    let flush = |buf: &[u8], out: &mut String| out.push_str(std::str::from_utf8(buf).unwrap_or_default());
+    let mut out = String::with_capacity(chars);
     // A bit accumulator that starts with the `pad` leading zero bits; at most 4 + 8 bits wait in it.
     let mut acc: u32 = 0;
     let mut held = chars * 5 - bits;
@@ -43,18 +31,13 @@ pub fn encode_into(bytes: &[u8], out: &mut String) {
         while held >= 5 {
             held -= 5;
             let v = (acc >> held) & 31;
-            if let (Some(ch), Some(slot)) = (ALPHABET.get(v as usize), buf.get_mut(n)) {
-                *slot = *ch;
-                n += 1;
-            }
-            if n == buf.len() {
-                flush(&buf, out);
-                n = 0;
+            if let Some(ch) = ALPHABET.get(v as usize) {
+                out.push(char::from(*ch));
             }
         }
         acc &= (1 << held) - 1;
     }
-    flush(buf.get(..n).unwrap_or_default(), out);
+    out
 }
 
 /// The character of a five-bit value (`v & 31`).
