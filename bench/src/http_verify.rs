@@ -251,56 +251,43 @@ pub async fn run() -> Result<Vec<Section>, String> {
 
     let pg = sso_testkit::PgServer::start()?;
     let pgb = pgbench(&pg, secs_.as_secs().max(1))?;
-    let pg_url = sso_store_postgres::PgStore::create_database(&pg.url("postgres"), "sso_verify_pg")
-        .await
-        .map_err(|e| e.to_string())?;
-    runs.push(verify_on("PostgreSQL", "pg", format!("[store]\nusers = {pg_url:?}\n\n{AUDIT_FILE_NO_FSYNC}")).await?);
-    // Each run has its own database: its users are encrypted under its own key ring.
-    let pg_cache_url = sso_store_postgres::PgStore::create_database(&pg.url("postgres"), "sso_verify_pg_cache")
-        .await
-        .map_err(|e| e.to_string())?;
-    runs.push(
-        verify_on(
-            "PostgreSQL, session.user_cache_ms = 1000",
-            "pg-cache",
-            format!("[store]\nusers = {pg_cache_url:?}\n\n{USER_CACHE}\n{AUDIT_FILE_NO_FSYNC}"),
-        )
-        .await?,
-    );
-
     let redis = sso_testkit::RedisServer::start()?;
     let n = (secs_.as_secs().max(1) * 20_000).max(100_000);
     let rb = redis_benchmark(redis.port(), n)?;
-    let mixed_url = sso_store_postgres::PgStore::create_database(&pg.url("postgres"), "sso_verify_mixed")
-        .await
-        .map_err(|e| e.to_string())?;
-    runs.push(
-        verify_on(
-            "Redis sessions (users in PostgreSQL)",
-            "redis",
-            format!(
-                "[store]\nusers = {mixed_url:?}\nsessions = {:?}\nredis_prefix = \"bench{}:\"\n\n{AUDIT_FILE_NO_FSYNC}",
-                redis.url(),
-                std::process::id()
-            ),
-        )
-        .await?,
-    );
-    let mixed_cache_url = sso_store_postgres::PgStore::create_database(&pg.url("postgres"), "sso_verify_mixed_cache")
-        .await
-        .map_err(|e| e.to_string())?;
-    runs.push(
-        verify_on(
-            "Redis sessions (users in PostgreSQL), session.user_cache_ms = 1000",
-            "redis-cache",
-            format!(
-                "[store]\nusers = {mixed_cache_url:?}\nsessions = {:?}\nredis_prefix = \"bench{}c:\"\n\n{USER_CACHE}\n{AUDIT_FILE_NO_FSYNC}",
-                redis.url(),
-                std::process::id()
-            ),
-        )
-        .await?,
-    );
+    // Each store runs without and with the user cache; each run has its own database (its users
+    // are encrypted under its own key ring) and its own Redis prefix. Reported PostgreSQL first.
+    let mut redis_runs = Vec::new();
+    for (label, slug, cache) in [("", "", ""), (", session.user_cache_ms = 1000", "_cache", USER_CACHE)] {
+        let db = async |name: &str| {
+            sso_store_postgres::PgStore::create_database(&pg.url("postgres"), &format!("{name}{slug}"))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let cache = if cache.is_empty() { String::new() } else { format!("{cache}\n") };
+        let pg_url = db("sso_verify_pg").await?;
+        runs.push(
+            verify_on(
+                &format!("PostgreSQL{label}"),
+                &format!("pg{slug}"),
+                format!("[store]\nusers = {pg_url:?}\n\n{cache}{AUDIT_FILE_NO_FSYNC}"),
+            )
+            .await?,
+        );
+        let mixed_url = db("sso_verify_mixed").await?;
+        redis_runs.push(
+            verify_on(
+                &format!("Redis sessions (users in PostgreSQL){label}"),
+                &format!("redis{slug}"),
+                format!(
+                    "[store]\nusers = {mixed_url:?}\nsessions = {:?}\nredis_prefix = \"bench{}{slug}:\"\n\n{cache}{AUDIT_FILE_NO_FSYNC}",
+                    redis.url(),
+                    std::process::id()
+                ),
+            )
+            .await?,
+        );
+    }
+    runs.extend(redis_runs);
 
     // ----- report -----
     let tools = [pgb.clone(), rb.clone()];
