@@ -100,6 +100,20 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    Ok(concurrent_figure(name, closed_loop_latencies(clients, warm, window, op).await?, window))
+}
+
+/// [`closed_loop`]'s latencies of the calls that ended inside the window.
+pub async fn closed_loop_latencies<F, Fut>(
+    clients: usize,
+    warm: Duration,
+    window: Duration,
+    op: F,
+) -> Result<Vec<Duration>, String>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let op = std::sync::Arc::new(op);
     let from = Instant::now() + warm;
     let until = from + window;
@@ -126,7 +140,7 @@ where
     for t in tasks {
         lat.extend(t.await.map_err(|e| e.to_string())??);
     }
-    Ok(concurrent_figure(name, lat, window))
+    Ok(lat)
 }
 
 /// A figure of a concurrent run: latencies of the calls that completed in a window of `wall`;

@@ -84,6 +84,12 @@ async fn main() {
         }
         return;
     }
+    if only == Some("profile-login") {
+        if let Err(e) = login_throughput::profile_login().await {
+            eprintln!("profile-login failed: {e}");
+        }
+        return;
+    }
     let root = std::env::var("SSO_BENCH_OUT").unwrap_or_else(|_| ".".into());
     let store = format!("{root}/target/bench/sections");
     let _ = std::fs::create_dir_all(&store);

@@ -1,4 +1,4 @@
-//! Point reads on the session-verify path without sqlx's worker-thread hop.
+//! Point reads on the session-verify and login paths without sqlx's worker-thread hop.
 //!
 //! sqlx runs every SQLite statement on a per-connection worker thread and hands rows back over a
 //! channel: two thread wake-ups per query, which the profile of `POST /user/session` showed as
@@ -75,12 +75,12 @@ impl FastReader {
         names
     }
 
-    /// Runs `sql` with one text parameter and decodes the first row, if any, with `decode`
-    /// (which also gets the row's column names).
+    /// Runs `sql` with `params` and decodes the first row, if any, with `decode` (which also
+    /// gets the row's column names).
     pub(crate) fn one<T>(
         &self,
         sql: &'static str,
-        param: &str,
+        params: impl rusqlite::Params,
         decode: impl FnOnce(&rusqlite::Row<'_>, &[String]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
@@ -92,7 +92,7 @@ impl FastReader {
             let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
             let names = self.columns(sql, &stmt);
             let mut decoded = None;
-            stmt.query_row([param], |row| {
+            stmt.query_row(params, |row| {
                 decoded = Some(decode(row, &names));
                 Ok(())
             })

@@ -34,7 +34,7 @@ impl SessionStore for SqliteStore {
         // The pipeline's session read when the user comes from `session.user_cache_ms`: on the
         // calling task, like the joined read.
         if let Some(fast) = &self.fast {
-            return fast.one(SESSION_SQL, session_id.as_str(), |row, names| {
+            return fast.one(SESSION_SQL, [session_id.as_str()], |row, names| {
                 let (session, _) = RowHalf::split(row, names)?;
                 session_from_row(&session)
             });
@@ -51,7 +51,7 @@ impl SessionStore for SqliteStore {
         // One round trip instead of two on the session-verify path; the split column marks
         // where the session's columns end and the user's begin.
         if let Some(fast) = &self.fast {
-            let found = fast.one(JOINED_SQL, session_id.as_str(), |row, names| {
+            let found = fast.one(JOINED_SQL, [session_id.as_str()], |row, names| {
                 let (session, user) = RowHalf::split(row, names)?;
                 Ok((session_from_row(&session)?, user_from_row(&user)?))
             })?;

@@ -1,9 +1,16 @@
 //! Password hashing off the async runtime, behind a semaphore (spec/users.md §5 "Hashing"):
 //! at most `password.hash_max_concurrent` computations at once; a caller waiting longer than
 //! `password.hash_queue_timeout_ms` gets `Unavailable` (HTTP 503).
+//!
+//! The hashes run on the hasher's own threads, one per permit, not on the runtime's shared
+//! blocking pool. On Linux those threads run at a lower priority (nice [`HASH_NICE`]): a hash is
+//! ~20 ms of pure CPU, and with every core hashing, each thread a login or a verify wakes (a
+//! runtime worker, the SQLite writer) would otherwise wait for a time slice behind a hash. At the
+//! lower priority the scheduler lets it run at once, so the hashes still use all the idle CPU
+//! but never delay the short work around them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -13,10 +20,71 @@ use crate::crypto::random;
 use crate::error::{SsoError, SsoResult};
 use crate::secret::{Password, SecretStr};
 
+/// The nice value of the hashing threads (Linux; 0 is the default of every other thread, 19 the
+/// lowest priority).
+pub(crate) const HASH_NICE: i32 = 10;
+
+/// A job for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: `n` threads taking jobs from one queue; they end when the pool is dropped.
+#[derive(Debug)]
+struct Pool {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    /// Starts `n` threads (at least one); `None` when the OS refuses a thread.
+    fn start(n: usize) -> Option<Pool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("sso-hash-{i}")).spawn(move || worker(&rx)).ok()?;
+        }
+        Some(Pool { jobs: Mutex::new(tx) })
+    }
+
+    /// Queues `job`; false when no thread is left to run it.
+    fn submit(&self, job: Job) -> bool {
+        self.jobs.lock().is_ok_and(|tx| tx.send(job).is_ok())
+    }
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until the queue closes.
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        // A panicking job drops its reply channel (the caller gets an internal error); the
+        // thread stays.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
+
+/// Sets this thread's nice value to [`HASH_NICE`] (Linux keeps the nice value per thread).
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, HASH_NICE) {
+        tracing::debug!(error = %e, "could not lower the hashing thread's priority");
+    }
+}
+
+/// Elsewhere the hashing threads keep the default priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
 /// The bounded hasher.
 #[derive(Debug)]
 pub(crate) struct Hasher {
     params: HashParams,
+    /// The hashing threads, one per permit; `None` when they could not be started (then the
+    /// runtime's blocking pool runs the hashes).
+    pool: Option<Pool>,
     permits: Arc<Semaphore>,
     queue_timeout: Duration,
     pub(crate) in_flight: AtomicU64,
@@ -33,6 +101,7 @@ impl Hasher {
         };
         Hasher {
             params,
+            pool: Pool::start(n),
             permits: Arc::new(Semaphore::new(n)),
             queue_timeout,
             in_flight: AtomicU64::new(0),
@@ -50,10 +119,19 @@ impl Hasher {
             .map_err(|_| SsoError::Unavailable { backend: "hashing queue" })?
             .map_err(|_| SsoError::Unavailable { backend: "hashing queue" })?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let out = tokio::task::spawn_blocking(f).await;
+        let out = match &self.pool {
+            Some(pool) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let job: Job = Box::new(move || {
+                    let _ = tx.send(f());
+                });
+                if pool.submit(job) { rx.await.ok() } else { None }
+            }
+            None => tokio::task::spawn_blocking(f).await.ok(),
+        };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
-        out.map_err(|_| SsoError::internal())
+        out.ok_or_else(SsoError::internal)
     }
 
     /// A new argon2id PHC string of the NFKC-normalised password.

@@ -295,15 +295,19 @@ impl Inner {
         }
         a.detail("rehashed", rehashed);
         a.detail("warning", warning);
-        // 16. reset the user and totp keys
-        self.throttle_reset(&user_key).await;
-        self.throttle_reset(&Key::totp(&user.user_id)).await;
-        // 17–19. cap, create, audit
+        // 16. reset the user and totp keys — 17–19. cap, create, audit: at once (the resets are
+        // best effort and independent of the session; a store round trip each)
+        let totp_key = Key::totp(&user.user_id);
         if warning {
             a.warning = Some(Code::W003005);
         }
         let kind = NewSession { auth_type: "default", auth_principal: &user.username, ext_session_id: String::new() };
-        let info = self.open_session(ctx, a, &user, epoch, kind, warning).await?;
+        let (_, _, info) = tokio::join!(
+            self.throttle_reset(&user_key),
+            self.throttle_reset(&totp_key),
+            self.open_session(ctx, a, &user, epoch, kind, warning)
+        );
+        let info = info?;
         inc(&self.metrics.logins_ok);
         Ok(info)
     }
