@@ -438,12 +438,14 @@ impl Inner {
                 return r;
             }
             // G5: a successful read never waits for (or fails on) its record.
-            match self.trail.enqueue_read(a.rec) {
+            match self.trail.enqueue_read(a.rec, a.now) {
                 None => return r,
                 Some(rec) => a.rec = rec,
             }
         }
-        let written = self.trail.write(&a.rec, false).await;
+        // A record no sink receives (an embedder with no audit sink) is counted, never stamped.
+        let rec = if self.trail.sinks.is_empty() { &a.rec } else { a.stamped() };
+        let written = self.trail.write(rec, false).await;
         match (written, r) {
             (Err(_), Ok(_)) if a.kind == Kind::Write && self.trail.fail_closed() => {
                 tracing::error!(record = %a.rec.to_json_line(), "state changed but its audit record could not be written");
@@ -463,7 +465,7 @@ impl Inner {
     /// (spec/audit.md §2 "Order of work").
     pub(crate) async fn commit(&self, mut tx: Box<dyn UserTx>, a: &mut Audit) -> SsoResult<()> {
         a.rec.set_result(Ok(a.warning));
-        let in_tx = match tx.insert_audit(&a.rec).await {
+        let in_tx = match tx.insert_audit(a.stamped()).await {
             Ok(b) => Some(b),
             Err(e) => {
                 self.trail.counters.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

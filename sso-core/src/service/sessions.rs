@@ -153,7 +153,7 @@ impl Inner {
         a.target_session(&session_id);
         a.rec.set_result(Ok(if warning { Some(Code::W003005) } else { None }));
         a.done = true;
-        if self.trail.write(&a.rec, false).await.is_err() && self.trail.fail_closed() {
+        if self.trail.write(a.stamped(), false).await.is_err() && self.trail.fail_closed() {
             let _ = self.stores.sessions.delete(&session_id).await;
             return Err(SsoError::Unavailable { backend: "audit" });
         }

@@ -52,6 +52,21 @@ impl Audit {
     pub(crate) fn target_session(&mut self, id: &crate::ids::SessionId) {
         self.rec.target_session_id = Some(id.as_str().to_owned());
     }
+
+    /// The record with its id and time filled in (a read's record gets them only when it is
+    /// written; see [`Trail::start`]).
+    pub(crate) fn stamped(&mut self) -> &AuditRecord {
+        stamp(&mut self.rec, self.now);
+        &self.rec
+    }
+}
+
+/// Gives `rec` its id and time from `now` unless it has them.
+fn stamp(rec: &mut AuditRecord, now: Timestamp) {
+    if rec.id.is_empty() {
+        rec.id = new_ulid(now);
+        rec.ts = now.to_rfc3339_micros();
+    }
 }
 
 /// The last ULID handed out: (millisecond, random part).
@@ -80,8 +95,9 @@ pub(crate) fn new_ulid(now: Timestamp) -> String {
 
 /// A message to the read-audit writer (spec/audit.md G5).
 pub(crate) enum ReadMsg {
-    /// A successful read's record.
-    Record(Box<AuditRecord>),
+    /// A successful read's record and its operation's time (the writer fills in the id and
+    /// the formatted time).
+    Record(Box<AuditRecord>, Timestamp),
     /// Acknowledge once everything queued before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -160,7 +176,10 @@ pub(crate) fn spawn_read_writer(
         while rx.recv_many(&mut msgs, READ_BATCH).await > 0 {
             for msg in msgs.drain(..) {
                 match msg {
-                    ReadMsg::Record(rec) => recs.push(*rec),
+                    ReadMsg::Record(mut rec, now) => {
+                        stamp(&mut rec, now);
+                        recs.push(*rec);
+                    }
                     ReadMsg::Flush(ack) => {
                         write_batch(&sinks, &counters, &recs).await;
                         recs.clear();
@@ -187,6 +206,9 @@ pub(crate) struct Trail {
 }
 
 impl Trail {
+    /// A new record of `op` at `now`. A read's record gets its id and formatted time later
+    /// ([`Audit::stamped`], or the read-audit writer): on the session-verify path that work
+    /// (a ULID under a lock, two strings) moves off the call into the background writer.
     pub(crate) fn start(&self, ctx: &CallCtx, op: &'static str, kind: Kind, now: Timestamp) -> Audit {
         let actor = match &ctx.operator {
             Some(name) => Cow::Owned(name.clone()),
@@ -194,8 +216,8 @@ impl Trail {
         };
         Audit {
             rec: Box::new(AuditRecord {
-                id: new_ulid(now),
-                ts: now.to_rfc3339_micros(),
+                id: if kind == Kind::Read { String::new() } else { new_ulid(now) },
+                ts: if kind == Kind::Read { String::new() } else { now.to_rfc3339_micros() },
                 node: self.node.clone(),
                 cid: ctx.cid.as_str().to_owned(),
                 op: Cow::Borrowed(op),
@@ -227,9 +249,9 @@ impl Trail {
 
     /// Queues a successful read's record (G5); gives it back when there is no queue (write it
     /// inline). A full queue drops the record and counts it in `sso_audit_dropped_total`.
-    pub(crate) fn enqueue_read(&self, rec: Box<AuditRecord>) -> Option<Box<AuditRecord>> {
+    pub(crate) fn enqueue_read(&self, rec: Box<AuditRecord>, now: Timestamp) -> Option<Box<AuditRecord>> {
         let Some(tx) = &self.reads else { return Some(rec) };
-        if tx.try_send(ReadMsg::Record(rec)).is_err() {
+        if tx.try_send(ReadMsg::Record(rec, now)).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         None

@@ -414,6 +414,38 @@ mod read_queue {
         assert_eq!(sink.written.load(Ordering::SeqCst), before + 1, "the read's record was written after it");
     }
 
+    /// A queued read's record gets its id and time in the background writer: a ULID of the
+    /// call's millisecond and the call's time, like every other record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_read_records_are_stamped_with_the_call_time() {
+        let sink = Arc::new(sso_core::audit::MemoryAuditSink::new());
+        let sso = Sso::builder(Config::for_tests(), sso_core::memory::stores())
+            .audit_sink(sink.clone())
+            .build()
+            .await
+            .unwrap();
+        let op = sso.operator_ctx(Cid::generate(), "t");
+        let data =
+            NewUser { username: Some("reader".into()), password: Some(Password::new(PASSWORD)), ..Default::default() };
+        sso.user().create_user(&op, data, true).await.unwrap();
+        let anon = CallCtx::new(Cid::generate(), sso.config().apps.default.clone(), RemoteAddr::localhost());
+        let s = sso.user().login(&anon, "reader", &Password::new(PASSWORD), None, None).await.unwrap();
+        let mut ctx = anon.clone();
+        ctx.current_ust = Some(s.ust.clone());
+        let before = sso_core::time::Clock::now(&sso_core::time::SystemClock);
+        assert!(sso.session().verify(&ctx, &s.ust).await.unwrap());
+        let after = sso_core::time::Clock::now(&sso_core::time::SystemClock);
+        sso.flush_audit().await;
+        let records = sink.records();
+        let rec = records.iter().rev().find(|r| r.op == "session.verify").expect("the verify's record");
+        let ts = rec.timestamp().expect("an RFC 3339 time");
+        assert!(before <= ts && ts <= after, "the call's time");
+        let id: ulid::Ulid = rec.id.parse().expect("a ULID");
+        assert_eq!(id.timestamp_ms() as i64, ts.as_millis(), "the id's millisecond is the record's");
+        let login = records.iter().find(|r| r.op == "user.login").expect("the login's record");
+        assert!(login.id < rec.id, "ids sort in issue order");
+    }
+
     /// A failing required sink fails writes but never a read.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_sink_never_fails_a_read() {
