@@ -24,6 +24,8 @@ const CONNS: usize = 64;
 const USERS: usize = 4;
 /// The per-node user cache of the pipeline (spec/concepts.md §5): verifies read only the session.
 const USER_CACHE: &str = "[session]\nuser_cache_ms = 1000\n";
+/// Repetitions of the interleaved SQLite and trivial-handler slices.
+const REPS: u32 = 5;
 const AUDIT_FILE_NO_FSYNC: &str = "[audit]\nsinks = [\"file\"]\n\n[audit.file]\nfsync = \"never\"\n";
 
 fn verify_body(ust: &str) -> Bytes {
@@ -48,6 +50,8 @@ struct VerifyRun {
     rss_start_kib: u64,
     rss_idle_kib: u64,
     rss_peak_kib: u64,
+    /// The trivial handler's req/s in the slices paired with this run's (interleaved runs).
+    paired_baseline: Option<f64>,
 }
 
 fn load_of(addr: std::net::SocketAddr, bodies: Vec<Bytes>) -> Load {
@@ -62,7 +66,19 @@ fn load_of(addr: std::net::SocketAddr, bodies: Vec<Bytes>) -> Load {
     }
 }
 
-async fn verify_on(label: &str, slug: &str, config: String) -> Result<VerifyRun, String> {
+/// A started `sso serve` with one logged-in session per connection, ready to be loaded.
+struct Prepared {
+    label: String,
+    config: String,
+    server: SsoServer,
+    bodies: Vec<Bytes>,
+    rss_start_kib: u64,
+    rss_idle_kib: u64,
+    /// Kept until the server is dropped (declared after it: dropped last).
+    _dir: crate::harness::Scratch,
+}
+
+async fn prepare(label: &str, slug: &str, config: String) -> Result<Prepared, String> {
     let dir = scratch(&format!("verify-{slug}"))?;
     let port = SsoServer::configure(&dir, &config)?;
     let users: Vec<String> = (0..USERS).map(|i| format!("verify{i}")).collect();
@@ -94,8 +110,21 @@ async fn verify_on(label: &str, slug: &str, config: String) -> Result<VerifyRun,
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle_kib = server.rss_kib().unwrap_or(0);
-    let pid = server.pid();
-    let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(rss_idle_kib)));
+    Ok(Prepared {
+        label: label.to_owned(),
+        config,
+        bodies: usts.iter().map(|u| verify_body(u)).collect(),
+        server,
+        rss_start_kib,
+        rss_idle_kib,
+        _dir: dir,
+    })
+}
+
+/// One load window on `p` (after `warm`), with the server's peak RSS sampled every 200 ms.
+async fn load_window(p: &Prepared, warm: Duration, window: Duration) -> Result<(loadgen::Outcome, u64), String> {
+    let pid = p.server.pid();
+    let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(p.rss_idle_kib)));
     let sampler = {
         let (stop, peak) = (stop.clone(), peak.clone());
         tokio::spawn(async move {
@@ -107,24 +136,40 @@ async fn verify_on(label: &str, slug: &str, config: String) -> Result<VerifyRun,
             }
         })
     };
-    let load = load_of(server.addr, usts.iter().map(|u| verify_body(u)).collect());
+    let mut load = load_of(p.server.addr, p.bodies.clone());
+    load.warmup = warm;
+    load.window = window;
     let out = loadgen::run(&load).await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    let out = out?;
-    if out.lat.is_empty() {
-        return Err(format!("{label}: no successful verify: {}", server.stderr()));
+    Ok((out?, peak.load(Ordering::Relaxed)))
+}
+
+/// The run of `p` from its windows' outcomes.
+fn finish(p: Prepared, outs: Vec<loadgen::Outcome>, peak_kib: u64) -> Result<VerifyRun, String> {
+    let window = outs.iter().map(|o| o.window).sum();
+    let errors = outs.iter().map(|o| o.errors).sum();
+    let lat: Vec<Duration> = outs.into_iter().flat_map(|o| o.lat).collect();
+    if lat.is_empty() {
+        return Err(format!("{}: no successful verify: {}", p.label, p.server.stderr()));
     }
-    drop(server);
     Ok(VerifyRun {
-        label: label.to_owned(),
-        config,
-        fig: out.figure(format!("verify, {label}")),
-        errors: out.errors,
-        rss_start_kib,
-        rss_idle_kib,
-        rss_peak_kib: peak.load(Ordering::Relaxed),
+        fig: crate::harness::concurrent_figure(format!("verify, {}", p.label), lat, window),
+        label: p.label,
+        config: p.config,
+        errors,
+        rss_start_kib: p.rss_start_kib,
+        rss_idle_kib: p.rss_idle_kib,
+        rss_peak_kib: peak_kib,
+        paired_baseline: None,
     })
+}
+
+/// One store, one load window of `SSO_BENCH_SECS`.
+async fn verify_on(label: &str, slug: &str, config: String) -> Result<VerifyRun, String> {
+    let p = prepare(label, slug, config).await?;
+    let (out, peak) = load_window(&p, warmup(), secs()).await?;
+    finish(p, vec![out], peak)
 }
 
 fn command(program: &str, args: &[String]) -> Result<String, String> {
@@ -208,46 +253,73 @@ fn mib(kib: u64) -> String {
 #[allow(clippy::too_many_lines)]
 pub async fn run() -> Result<Vec<Section>, String> {
     let secs_ = secs();
-    // (a) The trivial handler, bodies the size of the real ones — measured before and after the
-    // SQLite runs and averaged: this machine's speed drifts by up to ±20 % between minutes, and
-    // a baseline on both sides of the measured runs cancels most of that drift.
+    // (a) The trivial handler, bodies the size of the real ones, and the three SQLite servers
+    // run side by side (an idle server costs nothing) and are loaded in turns: REPS repetitions
+    // of trivial, SQLite 1, trivial, SQLite 2, trivial, SQLite 3, trivial — each slice a
+    // REPS-th of SSO_BENCH_SECS. This machine's speed drifts by ±10–30 % within a minute; each
+    // SQLite slice is compared with the trivial slices just before and after it.
     let fake = format!("zust{}", "0".repeat(52));
-    let trivial_run = async |when: &str| {
-        let trivial = server::trivial(VERIFY_PATH, cores())?;
-        let load = load_of(trivial.addr, vec![verify_body(&fake)]);
-        let out = loadgen::run(&load).await?;
-        drop(trivial);
-        Ok::<_, String>((out.figure(format!("trivial axum handler, {when}")), out.errors, load.describe()))
-    };
-    let (before, before_errors, load_text) = trivial_run("before the SQLite runs").await?;
-
+    let trivial = server::trivial(VERIFY_PATH, cores())?;
+    let trivial_load = load_of(trivial.addr, vec![verify_body(&fake)]);
     let sqlite_store = "[store]\nusers = \"sqlite://./sso.db\"\n";
-    let mut runs = Vec::new();
-    runs.push(
-        verify_on("SQLite (embedded default)", "sqlite", format!("{sqlite_store}\n{AUDIT_FILE_NO_FSYNC}")).await?,
-    );
-    runs.push(
-        verify_on("SQLite, default audit (stdout + file, fsync always)", "sqlite-audit", sqlite_store.to_owned())
-            .await?,
-    );
-    runs.push(
-        verify_on(
+    let prepared = vec![
+        prepare("SQLite (embedded default)", "sqlite", format!("{sqlite_store}\n{AUDIT_FILE_NO_FSYNC}")).await?,
+        prepare("SQLite, default audit (stdout + file, fsync always)", "sqlite-audit", sqlite_store.to_owned()).await?,
+        prepare(
             "SQLite, session.user_cache_ms = 1000",
             "sqlite-cache",
             format!("{sqlite_store}\n{USER_CACHE}\n{AUDIT_FILE_NO_FSYNC}"),
         )
         .await?,
-    );
-    let (after, after_errors, _) = trivial_run("after the SQLite runs").await?;
-    let mean = |a: Duration, b: Duration| (a + b) / 2;
-    let base = Figure {
-        name: "trivial axum handler (same stack, same load generator; mean of before and after)".into(),
-        ops_per_s: (before.ops_per_s + after.ops_per_s) / 2.0,
-        mean: mean(before.mean, after.mean),
-        p50: mean(before.p50, after.p50),
-        p99: mean(before.p99, after.p99),
+    ];
+    let slice = secs_ / REPS;
+    let warm = (slice / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let trivial_slice = async || {
+        let mut load = trivial_load.clone();
+        load.warmup = warm;
+        load.window = slice;
+        loadgen::run(&load).await
     };
-    let base_errors = before_errors + after_errors;
+    let mut trivial_outs = Vec::new();
+    let mut outs: Vec<Vec<loadgen::Outcome>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut paired: Vec<Vec<f64>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut peaks: Vec<u64> = prepared.iter().map(|p| p.rss_idle_kib).collect();
+    let rate = |o: &loadgen::Outcome| o.lat.len() as f64 / o.window.as_secs_f64().max(1e-9);
+    for _ in 0..REPS {
+        let mut before = trivial_slice().await?;
+        for (i, p) in prepared.iter().enumerate() {
+            let (out, peak) = load_window(p, warm, slice).await?;
+            let after = trivial_slice().await?;
+            if let (Some(o), Some(b), Some(pk)) = (outs.get_mut(i), paired.get_mut(i), peaks.get_mut(i)) {
+                o.push(out);
+                b.push((rate(&before) + rate(&after)) / 2.0);
+                *pk = (*pk).max(peak);
+            }
+            trivial_outs.push(std::mem::replace(&mut before, after));
+        }
+        trivial_outs.push(before);
+    }
+    drop(trivial);
+    let base_errors: u64 = trivial_outs.iter().map(|o| o.errors).sum();
+    let base = crate::harness::concurrent_figure(
+        format!("trivial axum handler (same stack, same load generator; all {} slices)", trivial_outs.len()),
+        trivial_outs.iter().flat_map(|o| o.lat.iter().copied()).collect(),
+        trivial_outs.iter().map(|o| o.window).sum(),
+    );
+    let trivial_rates: Vec<String> = trivial_outs.iter().map(|o| format!("{:.0}", rate(o))).collect();
+    let mut runs = Vec::new();
+    for ((p, o), b) in prepared.into_iter().zip(outs).zip(&paired) {
+        let peak = peaks.get(runs.len()).copied().unwrap_or(0);
+        let mut r = finish(p, o, peak)?;
+        r.paired_baseline = Some(b.iter().sum::<f64>() / b.len().max(1) as f64);
+        runs.push(r);
+    }
+    let load_text = format!(
+        "{}; the SQLite rows and their baseline in {REPS} repetitions of {:.1} s warm-up + {:.1} s slices",
+        trivial_load.describe(),
+        warm.as_secs_f64(),
+        slice.as_secs_f64()
+    );
 
     let pg = sso_testkit::PgServer::start()?;
     let pgb = pgbench(&pg, secs_.as_secs().max(1))?;
@@ -301,10 +373,10 @@ pub async fn run() -> Result<Vec<Section>, String> {
          (b) `{}` against the same Redis (`--csv` in place of `-q`: same test, but it prints p99) — goal\n\
          ≥ 0.5× its ops/s with p99 ≤ 2 ms; (c) against the same\n\
          PostgreSQL (fsync off, as every testkit server):\n\n```\n{}\n```\n\n\
+         Trivial-handler slices of this run (req/s, in order): {}. Each SQLite row's baseline is the\n\
+         mean of the trivial slices just before and after each of its slices; the other rows use all of them.\n\n\
          | run | req/s | p50 ms | p99 ms | baseline (same run) | baseline ops/s | baseline p50 ms | baseline p99 ms | ratio (req/s) |\n\
          |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {:.0} | {} | {} | — | | | | |\n\
-         | {} | {:.0} | {} | {} | — | | | | |\n\
          | {} | {:.0} | {} | {} | — | | | | 1.00 |\n",
         CONNS / USERS,
         cores(),
@@ -312,14 +384,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
         cores(),
         rb.command,
         pgb.command,
-        before.name,
-        before.ops_per_s,
-        ms(before.p50),
-        ms(before.p99),
-        after.name,
-        after.ops_per_s,
-        ms(after.p50),
-        ms(after.p99),
+        trivial_rates.join(", "),
         base.name,
         base.ops_per_s,
         ms(base.p50),
@@ -341,7 +406,10 @@ pub async fn run() -> Result<Vec<Section>, String> {
                        "p50_ms": r.fig.p50.as_secs_f64() * 1e3, "p99_ms": r.fig.p99.as_secs_f64() * 1e3}));
     };
     for r in &runs {
-        row(r, "trivial handler", base.ops_per_s, base.p50, base.p99);
+        match r.paired_baseline {
+            Some(b) => row(r, "trivial handler (slices around it)", b, base.p50, base.p99),
+            None => row(r, "trivial handler", base.ops_per_s, base.p50, base.p99),
+        }
         if r.label.starts_with("PostgreSQL") {
             row(r, &pgb.name, pgb.ops_per_s, pgb.p50, pgb.p99);
         }
@@ -384,7 +452,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
                          "p50_ms": t.p50.as_secs_f64() * 1e3, "p99_ms": t.p99.as_secs_f64() * 1e3})
         })
         .collect();
-    let mut figs = vec![before, after, base];
+    let mut figs = vec![base];
     figs.extend(runs.iter().map(|r| r.fig.clone()));
     Ok(vec![Section {
         title: "HTTP session verify: 64 connections".into(),

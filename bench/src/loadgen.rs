@@ -15,9 +15,6 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::Figure;
-use crate::harness::concurrent_figure;
-
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One load run.
@@ -62,13 +59,6 @@ pub struct Outcome {
     pub errors: u64,
     /// The window.
     pub window: Duration,
-}
-
-impl Outcome {
-    /// As a figure (req/s over the window).
-    pub fn figure(&self, name: impl Into<String>) -> Figure {
-        concurrent_figure(name, self.lat.clone(), self.window)
-    }
 }
 
 type Sender = http1::SendRequest<Full<Bytes>>;

@@ -33,7 +33,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 struct State {
     file: Option<std::fs::File>,
     size: u64,
-    pending: Vec<(Vec<String>, Ack)>,
+    /// Texts waiting for the writer (each one or more whole lines) and their writers' acks.
+    pending: Vec<(String, Ack)>,
     writing: bool,
 }
 
@@ -65,14 +66,15 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 impl FileSink {
-    /// Queues `lines` and returns once they are written (and synced, per `fsync`). Whoever finds
-    /// no writer at work becomes it and drains every pending line in batches of one write each.
-    async fn append(&self, lines: Vec<String>) -> Result<(), AuditError> {
+    /// Queues `text` (whole lines, each ending in `\n`) and returns once it is written (and
+    /// synced, per `fsync`). Whoever finds no writer at work becomes it: one hop to the blocking
+    /// pool drains every pending text, one write and one sync per batch, until nothing is left.
+    async fn append(&self, text: String) -> Result<(), AuditError> {
         let err = |d: String| AuditError { sink: "file".into(), detail: d };
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut st = self.state.lock().await;
-            st.pending.push((lines, tx));
+            st.pending.push((text, tx));
             if st.writing {
                 false
             } else {
@@ -81,30 +83,27 @@ impl FileSink {
             }
         };
         if lead {
-            // Drain batches until nothing is pending; each batch is one write and one sync.
-            loop {
-                let state = self.state.clone();
-                let opts = self.opts.clone();
-                let done = tokio::task::spawn_blocking(move || {
+            let state = self.state.clone();
+            let opts = self.opts.clone();
+            tokio::task::spawn_blocking(move || {
+                loop {
                     let mut st = state.blocking_lock();
                     let batch = std::mem::take(&mut st.pending);
                     if batch.is_empty() {
                         st.writing = false;
-                        return true;
+                        return;
                     }
-                    let lines: Vec<String> = batch.iter().flat_map(|(l, _)| l.iter().cloned()).collect();
-                    let r = FileSink::write_batch(&opts, &mut st, &lines).map_err(|e| e.to_string());
-                    for (_, ack) in batch {
+                    let (texts, acks): (Vec<String>, Vec<Ack>) = batch.into_iter().unzip();
+                    let r = FileSink::write_batch(&opts, &mut st, &texts).map_err(|e| e.to_string());
+                    // Released before the acknowledgements, so new lines queue meanwhile.
+                    drop(st);
+                    for ack in acks {
                         let _ = ack.send(r.clone());
                     }
-                    false
-                })
-                .await
-                .map_err(|e| err(e.to_string()))?;
-                if done {
-                    break;
                 }
-            }
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
         }
         rx.await.map_err(|e| err(e.to_string()))?.map_err(err)
     }
@@ -135,18 +134,21 @@ impl FileSink {
         Ok(())
     }
 
-    /// Writes a batch of lines (blocking I/O; called on the blocking pool).
-    fn write_batch(opts: &FileSinkOptions, st: &mut State, lines: &[String]) -> std::io::Result<()> {
+    /// Writes a batch of texts (blocking I/O; called on the blocking pool).
+    fn write_batch(opts: &FileSinkOptions, st: &mut State, texts: &[String]) -> std::io::Result<()> {
         if st.file.is_none() {
             let (f, size) = open(&opts.path)?;
             st.file = Some(f);
             st.size = size;
         }
-        let mut buf = String::new();
-        for l in lines {
-            buf.push_str(l);
-            buf.push('\n');
-        }
+        let joined;
+        let buf = match texts {
+            [one] => one,
+            _ => {
+                joined = texts.concat();
+                &joined
+            }
+        };
         if st.size > 0 && st.size + buf.len() as u64 > opts.max_size_bytes {
             Self::rotate(opts, st)?;
         }
@@ -185,11 +187,16 @@ impl AuditSink for FileSink {
     }
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        self.append(vec![record.to_json_line()]).await
+        self.write_many(std::slice::from_ref(record)).await
     }
 
     async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        self.append(records.iter().map(AuditRecord::to_json_line).collect()).await
+        let mut text = String::with_capacity(records.len() * 512);
+        for r in records {
+            text.push_str(&r.to_json_line());
+            text.push('\n');
+        }
+        self.append(text).await
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {
