@@ -152,3 +152,36 @@ impl Hasher {
         self.run(move || password::verify(&stored, &pw, params)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashes run on the hasher's own threads, at the lower priority (Linux).
+    #[tokio::test]
+    async fn hashes_run_on_low_priority_threads() {
+        let h = Hasher::new(HashParams { m_kib: 64, t: 1, p: 1 }, 2, Duration::from_secs(5));
+        let (name, nice) = h
+            .run(|| {
+                let name = std::thread::current().name().map(str::to_owned);
+                #[cfg(target_os = "linux")]
+                let nice = rustix::process::getpriority_process(None).ok();
+                #[cfg(not(target_os = "linux"))]
+                let nice = Some(HASH_NICE);
+                (name, nice)
+            })
+            .await
+            .unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("sso-hash-")));
+        assert_eq!(nice, Some(HASH_NICE));
+    }
+
+    /// A job that panics costs its caller an internal error, not the thread: the next job runs.
+    #[tokio::test]
+    async fn a_panicking_job_leaves_the_pool_working() {
+        let h = Hasher::new(HashParams { m_kib: 64, t: 1, p: 1 }, 1, Duration::from_secs(5));
+        let r = h.run(|| -> u8 { panic!("boom") }).await;
+        assert!(r.is_err());
+        assert_eq!(h.run(|| 7u8).await.unwrap(), 7);
+    }
+}
