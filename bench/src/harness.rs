@@ -173,6 +173,33 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// CPU time (user + system, in clock ticks) a process has used so far (`/proc/<pid>/stat`).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Waits (at most 10 s) until process `pid` is idle: under one clock tick of CPU in 200 ms. A
+/// server may still be working off a load after it ends (the read-audit queue, an fsync'ing
+/// sink); the next measurement must not pay for it.
+pub async fn settle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = cpu_ticks(pid);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cpu_ticks(pid);
+        match (last, now) {
+            (Some(a), Some(b)) if b.saturating_sub(a) <= 1 => return,
+            (_, None) => return,
+            _ => last = now,
+        }
+    }
+}
+
 /// A scratch directory under the system temp dir, fresh for this process, removed on drop
 /// (declare it before anything that runs in it, so that it is dropped last).
 pub struct Scratch(std::path::PathBuf);

@@ -140,6 +140,9 @@ async fn load_window(p: &Prepared, warm: Duration, window: Duration) -> Result<(
     load.warmup = warm;
     load.window = window;
     let out = loadgen::run(&load).await;
+    // Whatever the server still does after the load (draining its read-audit queue into the
+    // sinks) finishes before anything else is measured.
+    crate::harness::settle(pid).await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     Ok((out?, peak.load(Ordering::Relaxed)))

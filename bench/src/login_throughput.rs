@@ -188,6 +188,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
                 1 => Slice { lat: in_process(&sql, n, warm, slice).await?, window: slice },
                 _ => {
                     let out = loadgen::run(&http_load(&server, n, warm, slice)).await?;
+                    crate::harness::settle(server.pid()).await;
                     http_errors += out.errors;
                     Slice { lat: out.lat, window: out.window }
                 }
