@@ -167,16 +167,21 @@ pub async fn run() -> Result<Vec<Section>, String> {
     let sql = login_sso(sqlite.stores(), n).await?;
     let http_dir = scratch("login-http")?;
     let port = SsoServer::configure(&http_dir, HTTP_CONFIG)?;
-    let users: Vec<String> = (0..n).map(|i| format!("login{i}")).collect();
+    // One more user than clients: the informative N + 1 row.
+    let users: Vec<String> = (0..=n).map(|i| format!("login{i}")).collect();
     SsoServer::create_users(&http_dir, &users)?;
     let server = SsoServer::start(&http_dir, port).await?;
     server.login("login0").await?;
 
-    const ROWS: [&str; 3] =
-        ["in process, memory stores", "in process, SQLite", "HTTP POST /zato/sso/user/login (sso serve, SQLite)"];
-    let mut rows: [Vec<Slice>; 3] = Default::default();
+    const ROWS: [&str; 4] = [
+        "in process, memory stores",
+        "in process, SQLite",
+        "HTTP POST /zato/sso/user/login (sso serve, SQLite)",
+        "informative: HTTP with N + 1 connections (one more login in flight than cores)",
+    ];
+    let mut rows: [Vec<Slice>; 4] = Default::default();
     // bases[row] holds, per repetition, the mean raw rate of the slices just before and after.
-    let mut bases: [Vec<f64>; 3] = Default::default();
+    let mut bases: [Vec<f64>; 4] = Default::default();
     let mut raws: Vec<f64> = Vec::new();
     let mut http_errors = 0;
     for _ in 0..REPS {
@@ -187,7 +192,8 @@ pub async fn run() -> Result<Vec<Section>, String> {
                 0 => Slice { lat: in_process(&mem, n, warm, slice).await?, window: slice },
                 1 => Slice { lat: in_process(&sql, n, warm, slice).await?, window: slice },
                 _ => {
-                    let out = loadgen::run(&http_load(&server, n, warm, slice)).await?;
+                    let conns = if r == 2 { n } else { n + 1 };
+                    let out = loadgen::run(&http_load(&server, conns, warm, slice)).await?;
                     crate::harness::settle(server.pid()).await;
                     http_errors += out.errors;
                     Slice { lat: out.lat, window: out.window }
@@ -217,11 +223,12 @@ pub async fn run() -> Result<Vec<Section>, String> {
          Baseline: raw argon2id hashes/s, {n} threads, same parameters and the same hashing function.\n\
          This machine's speed drifts by ±10–30 % within a minute, so the rows are measured in {REPS}\n\
          repetitions of {:.1} s slices ({:.1} s warm-up each), alternating with raw slices: raw, memory,\n\
-         raw, SQLite, raw, HTTP, raw. Each row slice's baseline is the mean of the raw slices just\n\
+         raw, SQLite, raw, HTTP, raw, HTTP with N + 1, raw. Each row slice's baseline is the mean of the raw slices just\n\
          before and after it; a row's ratio is its logins over all its slices ÷ the mean of its\n\
          baselines, and the range of the {REPS} per-repetition ratios is given beside it. Raw slices\n\
          of this run: {} hashes/s.\n\
-         Goal: ratio ≥ 0.9. In process: no audit sink. Over HTTP: `target/release/sso serve` with\n\
+         Goal: ratio ≥ 0.9 (at N = cores clients). The last row is not the goal's measurement: one client more than\n\
+         cores shows how much of the HTTP row's gap is cores idling between a login's hash and the next. In process: no audit sink. Over HTTP: `target/release/sso serve` with\n\
          (plus `[server] listen` on a free loopback port; users created with `sso user create <name> --password-stdin`):\n\n\
          ```toml\n{HTTP_CONFIG}```\n\nLoad: {load}.\n\n\
          | path | logins/s | p50 ms | p99 ms | raw argon2id hashes/s (slices around it, mean) | ratio | per-repetition ratios |\n|---|---|---|---|---|---|---|\n",
