@@ -27,27 +27,37 @@ pub(crate) const HASH_NICE: i32 = 10;
 /// A job for a hashing thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The hashing threads: `n` threads taking jobs from one queue; they end when the pool is dropped.
+/// The hashing threads, taking jobs from one queue. A thread is started when a job arrives and
+/// fewer threads exist than jobs in flight (so a job never waits for a thread, and a large
+/// `hash_max_concurrent` costs threads only as concurrency actually reaches it); they end when
+/// the pool is dropped.
 #[derive(Debug)]
 struct Pool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    /// The queue's sending end and the number of threads started.
+    jobs: Mutex<(mpsc::Sender<Job>, usize)>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
 }
 
 impl Pool {
-    /// Starts `n` threads (at least one); `None` when the OS refuses a thread.
-    fn start(n: usize) -> Option<Pool> {
+    fn new() -> Pool {
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..n.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new().name(format!("sso-hash-{i}")).spawn(move || worker(&rx)).ok()?;
-        }
-        Some(Pool { jobs: Mutex::new(tx) })
+        Pool { jobs: Mutex::new((tx, 0)), rx: Arc::new(Mutex::new(rx)) }
     }
 
-    /// Queues `job`; false when no thread is left to run it.
-    fn submit(&self, job: Job) -> bool {
-        self.jobs.lock().is_ok_and(|tx| tx.send(job).is_ok())
+    /// Queues `job`, first starting threads up to `in_flight` (the jobs running or queued,
+    /// this one included); false when there is no thread to run it.
+    fn submit(&self, job: Job, in_flight: usize) -> bool {
+        let Ok(mut jobs) = self.jobs.lock() else { return false };
+        while jobs.1 < in_flight {
+            let rx = self.rx.clone();
+            let started =
+                std::thread::Builder::new().name(format!("sso-hash-{}", jobs.1)).spawn(move || worker(&rx)).is_ok();
+            if !started {
+                break;
+            }
+            jobs.1 += 1;
+        }
+        jobs.1 > 0 && jobs.0.send(job).is_ok()
     }
 }
 
@@ -78,13 +88,32 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
+/// One computation counted in `in_flight` until dropped.
+struct InFlight<'a> {
+    counter: &'a AtomicU64,
+    /// The count right after this one entered.
+    now: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        let now = counter.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        InFlight { counter, now: usize::try_from(now).unwrap_or(usize::MAX) }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The bounded hasher.
 #[derive(Debug)]
 pub(crate) struct Hasher {
     params: HashParams,
-    /// The hashing threads, one per permit; `None` when they could not be started (then the
-    /// runtime's blocking pool runs the hashes).
-    pool: Option<Pool>,
+    /// The hashing threads, at most one per permit.
+    pool: Pool,
     permits: Arc<Semaphore>,
     queue_timeout: Duration,
     pub(crate) in_flight: AtomicU64,
@@ -101,7 +130,7 @@ impl Hasher {
         };
         Hasher {
             params,
-            pool: Pool::start(n),
+            pool: Pool::new(),
             permits: Arc::new(Semaphore::new(n)),
             queue_timeout,
             in_flight: AtomicU64::new(0),
@@ -118,18 +147,14 @@ impl Hasher {
             .await
             .map_err(|_| SsoError::Unavailable { backend: "hashing queue" })?
             .map_err(|_| SsoError::Unavailable { backend: "hashing queue" })?;
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let out = match &self.pool {
-            Some(pool) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let job: Job = Box::new(move || {
-                    let _ = tx.send(f());
-                });
-                if pool.submit(job) { rx.await.ok() } else { None }
-            }
-            None => tokio::task::spawn_blocking(f).await.ok(),
-        };
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Counted down when this call ends, awaited to the end or dropped half-way.
+        let counted = InFlight::enter(&self.in_flight);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        let out = if self.pool.submit(job, counted.now) { rx.await.ok() } else { None };
+        drop(counted);
         drop(permit);
         out.ok_or_else(SsoError::internal)
     }
@@ -174,6 +199,36 @@ mod tests {
             .unwrap();
         assert!(name.is_some_and(|n| n.starts_with("sso-hash-")));
         assert_eq!(nice, Some(HASH_NICE));
+    }
+
+    /// Threads start with concurrency, not with the configured maximum.
+    #[tokio::test]
+    async fn threads_start_as_concurrency_needs_them() {
+        let h = Hasher::new(HashParams { m_kib: 64, t: 1, p: 1 }, 10_000, Duration::from_secs(5));
+        assert_eq!(h.pool.jobs.lock().unwrap().1, 0);
+        for _ in 0..3 {
+            h.run(|| ()).await.unwrap();
+        }
+        assert_eq!(h.pool.jobs.lock().unwrap().1, 1, "sequential calls share one thread");
+        let (a, b) = tokio::join!(
+            h.run(|| std::thread::sleep(Duration::from_millis(50))),
+            h.run(|| std::thread::sleep(Duration::from_millis(50)))
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(h.pool.jobs.lock().unwrap().1, 2);
+        assert_eq!(h.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    /// A call dropped while its hash runs still counts itself out of `in_flight`.
+    #[tokio::test]
+    async fn a_dropped_call_leaves_in_flight() {
+        let h = Hasher::new(HashParams { m_kib: 64, t: 1, p: 1 }, 2, Duration::from_secs(5));
+        let r =
+            tokio::time::timeout(Duration::from_millis(10), h.run(|| std::thread::sleep(Duration::from_millis(200))))
+                .await;
+        assert!(r.is_err(), "timed out");
+        assert_eq!(h.in_flight.load(Ordering::Relaxed), 0);
     }
 
     /// A job that panics costs its caller an internal error, not the thread: the next job runs.
