@@ -2,7 +2,7 @@
 //! at most `password.hash_max_concurrent` computations at once; a caller waiting longer than
 //! `password.hash_queue_timeout_ms` gets `Unavailable` (HTTP 503).
 //!
-//! The hashes run on the hasher's own threads, one per permit, not on the runtime's shared
+//! The hashes run on the hasher's own threads (at most one per permit), not on the runtime's shared
 //! blocking pool. On Linux those threads run at a lower priority (nice [`HASH_NICE`]): a hash is
 //! ~20 ms of pure CPU, and with every core hashing, each thread a login or a verify wakes (a
 //! runtime worker, the SQLite writer) would otherwise wait for a time slice behind a hash. At the
