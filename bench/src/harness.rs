@@ -231,6 +231,18 @@ pub fn scratch(kind: &str) -> Result<Scratch, String> {
     Ok(Scratch(dir))
 }
 
+/// A migrated SQLite database in file `name` of `dir`, with the default options.
+pub async fn sqlite_in(dir: &std::path::Path, name: &str) -> Result<sso_store_sqlite::SqliteStore, String> {
+    let sqlite = sso_store_sqlite::SqliteStore::open(
+        &format!("sqlite://{}", dir.join(name).display()),
+        &sso_store_sqlite::SqliteOptions::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    sqlite.migrate().await.map_err(|e| e.to_string())?;
+    Ok(sqlite)
+}
+
 /// An `Sso` on `stores` for in-process runs: the default configuration with no audit sink (each
 /// record is still built, then written nowhere), weak argon2id parameters (64 KiB, t = 1: only the
 /// set-up hashes), then `tune`.

@@ -65,18 +65,18 @@ fn raw_hashes(params: HashParams, n: usize, warm: Duration, window: Duration) ->
     Ok(concurrent_figure(format!("raw argon2id, {n} threads"), lat, window))
 }
 
+/// Puts back the default (production) argon2id parameters that [`sso_on`] weakens.
+fn production_hash(c: &mut Config) {
+    let d = Config::default().password;
+    c.password.allow_weak_hash_params = false;
+    c.password.argon2_memory_kib = d.argon2_memory_kib;
+    c.password.argon2_iterations = d.argon2_iterations;
+    c.password.argon2_parallelism = d.argon2_parallelism;
+}
+
 /// An `Sso` with the default (production) argon2id parameters and `n` users `login0…`.
 async fn login_sso(stores: Stores, n: usize) -> Result<Arc<sso_core::Sso>, String> {
-    let sso = Arc::new(
-        sso_on(stores, None, |c| {
-            let d = Config::default().password;
-            c.password.allow_weak_hash_params = false;
-            c.password.argon2_memory_kib = d.argon2_memory_kib;
-            c.password.argon2_iterations = d.argon2_iterations;
-            c.password.argon2_parallelism = d.argon2_parallelism;
-        })
-        .await?,
-    );
+    let sso = Arc::new(sso_on(stores, None, production_hash).await?);
     for i in 0..n {
         create_user(&sso, &format!("login{i}")).await?;
     }
@@ -157,13 +157,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
 
     let mem = login_sso(sso_core::memory::stores(), n).await?;
     let dir = scratch("login")?;
-    let sqlite = sso_store_sqlite::SqliteStore::open(
-        &format!("sqlite://{}", dir.join("login.db").display()),
-        &sso_store_sqlite::SqliteOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    sqlite.migrate().await.map_err(|e| e.to_string())?;
+    let sqlite = crate::harness::sqlite_in(&dir, "login.db").await?;
     let sql = login_sso(sqlite.stores(), n).await?;
     let http_dir = scratch("login-http")?;
     let port = SsoServer::configure(&http_dir, HTTP_CONFIG)?;
@@ -289,21 +283,12 @@ pub async fn profile_login() -> Result<(), String> {
         let strong = std::env::var("SSO_PROFILE_STRONG").is_ok();
         let tune = move |c: &mut Config| {
             if strong {
-                let d = Config::default().password;
-                c.password.allow_weak_hash_params = false;
-                c.password.argon2_memory_kib = d.argon2_memory_kib;
-                c.password.argon2_iterations = d.argon2_iterations;
+                production_hash(c);
             }
         };
         let mem = sso_on(sso_core::memory::stores(), None, tune).await?;
         let dir = scratch("profile-login")?;
-        let sqlite = sso_store_sqlite::SqliteStore::open(
-            &format!("sqlite://{}", dir.join("login.db").display()),
-            &sso_store_sqlite::SqliteOptions::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        sqlite.migrate().await.map_err(|e| e.to_string())?;
+        let sqlite = crate::harness::sqlite_in(&dir, "login.db").await?;
         let sql = sso_on(sqlite.stores(), None, tune).await?;
         for (label, sso) in [("memory", mem), ("SQLite", sql)] {
             let sso = Arc::new(sso);

@@ -263,13 +263,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
 
     // SQLite
     let dir = scratch("reset")?;
-    let sqlite = sso_store_sqlite::SqliteStore::open(
-        &format!("sqlite://{}", dir.join("reset.db").display()),
-        &sso_store_sqlite::SqliteOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    sqlite.migrate().await.map_err(|e| e.to_string())?;
+    let sqlite = crate::harness::sqlite_in(&dir, "reset.db").await?;
     let base = sqlite_baseline(sqlite.pool().clone()).await?;
     let sso = Arc::new(sso_on(sqlite.stores(), None, |_| {}).await?);
     let ids = users(&sso).await?;

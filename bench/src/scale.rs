@@ -236,13 +236,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
     let mut js = serde_json::Map::new();
     let dir = std::env::temp_dir().join(format!("sso-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let sqlite = sso_store_sqlite::SqliteStore::open(
-        &format!("sqlite://{}", dir.join("scale.db").display()),
-        &sso_store_sqlite::SqliteOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    sqlite.migrate().await.map_err(|e| e.to_string())?;
+    let sqlite = crate::harness::sqlite_in(&dir, "scale.db").await?;
     let (m, j) = one_store("SQLite", sqlite.stores(), 1).await?;
     md.push_str(&m);
     js.insert("sqlite".into(), j);

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sso_core::StoreError;
 use sso_core::store::{CounterStore, StoreResult};
 use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
+use crate::fast_read;
 use crate::rows::map_err;
 
 /// A live counter's value and last time.
@@ -40,8 +40,8 @@ impl CounterStore for SqliteStore {
         // The throttle gate of every login: on the calling task.
         if let Some(fast) = &self.fast {
             let found = fast.one(COUNTER_SQL, rusqlite::params![key, now.as_micros()], |row, _| {
-                let v: i64 = row.get(0).map_err(|e| StoreError::corrupt(format!("sqlite: {e}")))?;
-                let t: i64 = row.get(1).map_err(|e| StoreError::corrupt(format!("sqlite: {e}")))?;
+                let v: i64 = row.get(0).map_err(fast_read::map_err)?;
+                let t: i64 = row.get(1).map_err(fast_read::map_err)?;
                 Ok((u64::try_from(v).unwrap_or(0), Timestamp::from_micros(t)))
             })?;
             return Ok(found);

@@ -109,7 +109,9 @@ impl FastReader {
     }
 }
 
-fn map_err(e: rusqlite::Error) -> StoreError {
+/// A `rusqlite` error as a store error: a value that does not decode is corrupt data, anything
+/// else an unavailable database.
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)

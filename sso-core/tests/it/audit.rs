@@ -379,7 +379,8 @@ mod read_queue {
         }
     }
 
-    async fn world(sink: Arc<GateSink>) -> (Sso, CallCtx, sso_core::secret::Ust) {
+    /// An `Sso` auditing into `sink`, with user `reader` logged in: the caller's context and UST.
+    async fn world(sink: Arc<dyn AuditSink>) -> (Sso, CallCtx, sso_core::secret::Ust) {
         let sso = Sso::builder(Config::for_tests(), sso_core::memory::stores()).audit_sink(sink).build().await.unwrap();
         let op = sso.operator_ctx(Cid::generate(), "t");
         let data =
@@ -419,21 +420,9 @@ mod read_queue {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_read_records_are_stamped_with_the_call_time() {
         let sink = Arc::new(sso_core::audit::MemoryAuditSink::new());
-        let sso = Sso::builder(Config::for_tests(), sso_core::memory::stores())
-            .audit_sink(sink.clone())
-            .build()
-            .await
-            .unwrap();
-        let op = sso.operator_ctx(Cid::generate(), "t");
-        let data =
-            NewUser { username: Some("reader".into()), password: Some(Password::new(PASSWORD)), ..Default::default() };
-        sso.user().create_user(&op, data, true).await.unwrap();
-        let anon = CallCtx::new(Cid::generate(), sso.config().apps.default.clone(), RemoteAddr::localhost());
-        let s = sso.user().login(&anon, "reader", &Password::new(PASSWORD), None, None).await.unwrap();
-        let mut ctx = anon.clone();
-        ctx.current_ust = Some(s.ust.clone());
+        let (sso, ctx, ust) = world(sink.clone()).await;
         let before = sso_core::time::Clock::now(&sso_core::time::SystemClock);
-        assert!(sso.session().verify(&ctx, &s.ust).await.unwrap());
+        assert!(sso.session().verify(&ctx, &ust).await.unwrap());
         let after = sso_core::time::Clock::now(&sso_core::time::SystemClock);
         sso.flush_audit().await;
         let records = sink.records();
