@@ -1,5 +1,7 @@
 //! `SessionStore` over PostgreSQL: one row per session, indexed by user (the per-user index) and by expiry.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 use sso_core::StoreError;
@@ -44,7 +46,7 @@ impl SessionStore for PgStore {
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(SessionLookup::NotFound) };
         let (session, user) = Part::split(&row)?;
-        Ok(SessionLookup::Found(Box::new((session_from_row(&session)?, user_from_row(&user)?))))
+        Ok(SessionLookup::Found(Arc::new(session_from_row(&session)?), Arc::new(user_from_row(&user)?)))
     }
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {

@@ -87,6 +87,11 @@ impl<'a> Half<'a> {
         Ok((half(names.clone(), 0, at), half(names, at + 1, n)))
     }
 
+    /// The row indexes of this half's columns.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.from..self.to
+    }
+
     /// The row index of column `col` of this half.
     pub fn index(&self, col: &str) -> Result<usize, StoreError> {
         let half = self.names.get(self.from..self.to).unwrap_or_default();

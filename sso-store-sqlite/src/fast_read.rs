@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sso_core::StoreError;
+use sso_core::model::{SessionRecord, UserRecord};
 use sso_core::time::Timestamp;
 use sso_store_sql::{Half, RowRead};
+
+use crate::decoded::RecordCache;
 
 /// Statements whose column names are kept.
 const COLUMN_CACHE: usize = 8;
@@ -38,6 +41,10 @@ pub(crate) struct FastReader {
     /// a schema, and reading them from SQLite costs a `strlen` and a UTF-8 check per column per
     /// row. A handful of constant statements use this reader.
     columns: RwLock<Vec<StatementColumns>>,
+    /// Sessions decoded from rows of the joined read, reused while a row is unchanged.
+    pub(crate) sessions: RecordCache<SessionRecord>,
+    /// Users decoded from rows of the joined read, reused while a row is unchanged.
+    pub(crate) users: RecordCache<UserRecord>,
 }
 
 impl FastReader {
@@ -47,7 +54,14 @@ impl FastReader {
         if p.is_empty() || p.starts_with(":memory:") || p.starts_with("file:") || p.contains("mode=memory") {
             return None;
         }
-        Some(FastReader { path, busy, idle: Mutex::new(Vec::new()), columns: RwLock::new(Vec::new()) })
+        Some(FastReader {
+            path,
+            busy,
+            idle: Mutex::new(Vec::new()),
+            columns: RwLock::new(Vec::new()),
+            sessions: RecordCache::default(),
+            users: RecordCache::default(),
+        })
     }
 
     fn open(&self) -> Result<Connection, StoreError> {
@@ -134,6 +148,11 @@ impl<'a, 'r> RowHalf<'a, 'r> {
     ) -> Result<(RowHalf<'a, 'r>, RowHalf<'a, 'r>), StoreError> {
         let (a, b) = Half::split(names.iter().map(String::as_str).collect())?;
         Ok((RowHalf { row, half: a }, RowHalf { row, half: b }))
+    }
+
+    /// The row indexes of this half's columns.
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        self.half.range()
     }
 
     fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> Result<T, StoreError> {

@@ -18,6 +18,7 @@
 mod attrs;
 mod audit;
 mod counters;
+mod decoded;
 mod fast_read;
 mod rows;
 mod sessions;

@@ -1,5 +1,7 @@
 //! `SessionStore`: one row per session, indexed by user (the per-user index) and by expiry.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 use sso_core::StoreError;
@@ -51,17 +53,20 @@ impl SessionStore for SqliteStore {
         // One round trip instead of two on the session-verify path; the split column marks
         // where the session's columns end and the user's begin.
         if let Some(fast) = &self.fast {
+            // Records decoded from unchanged rows are reused (see `decoded`).
             let found = fast.one(JOINED_SQL, [session_id.as_str()], |row, names| {
                 let (session, user) = RowHalf::split(row, names)?;
-                Ok((session_from_row(&session)?, user_from_row(&user)?))
+                let s = fast.sessions.get_or_decode(row, session.range(), || session_from_row(&session))?;
+                let u = fast.users.get_or_decode(row, user.range(), || user_from_row(&user))?;
+                Ok((s, u))
             })?;
-            return Ok(found.map_or(SessionLookup::NotFound, |both| SessionLookup::Found(Box::new(both))));
+            return Ok(found.map_or(SessionLookup::NotFound, |(s, u)| SessionLookup::Found(s, u)));
         }
         let row =
             sqlx::query(JOINED_SQL).bind(session_id.as_str()).fetch_optional(&self.pool).await.map_err(map_err)?;
         let Some(row) = row else { return Ok(SessionLookup::NotFound) };
         let (session, user) = Part::split(&row)?;
-        Ok(SessionLookup::Found(Box::new((session_from_row(&session)?, user_from_row(&user)?))))
+        Ok(SessionLookup::Found(Arc::new(session_from_row(&session)?), Arc::new(user_from_row(&user)?)))
     }
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::model::AttrScope;
+use crate::model::{AttrScope, UserPatch};
 
 /// Inserts a user to own sessions (SQL backends reference it) and returns its id.
 async fn owner(stores: &Stores, username: &str) -> UserId {
@@ -78,9 +78,22 @@ pub async fn get_with_user(stores: Stores) {
                 "a store that cannot join says so for every id"
             );
         }
-        SessionLookup::Found(both) => {
-            assert_eq!(both.0, s, "the session, whole");
-            assert_eq!(both.1, user, "its user, whole");
+        SessionLookup::Found(session, found) => {
+            assert_eq!(*session, s, "the session, whole");
+            assert_eq!(*found, user, "its user, whole");
+            // A store may keep what it decoded; a write to either row is seen at once.
+            let mut tx = begin(&stores).await;
+            let patch = UserPatch { is_locked: Some(true), ..Default::default() };
+            tx.update_user(&u, &patch).await.expect("lock");
+            tx.commit().await.expect("commit");
+            assert!(stores.sessions.extend(&s.session_id, at(7200)).await.unwrap());
+            let SessionLookup::Found(session, found) = stores.sessions.get_with_user(&s.session_id).await.unwrap()
+            else {
+                panic!("the session is still there");
+            };
+            assert!(found.is_locked, "the user's write is seen");
+            assert_eq!(session.expiration_time, at(7200), "the session's write is seen");
+            assert_eq!(*found, stores.users.get_by_id(&u).await.unwrap().expect("owner"), "the user, whole");
             assert!(
                 matches!(stores.sessions.get_with_user(&new_session_id()).await.unwrap(), SessionLookup::NotFound),
                 "unknown id"

@@ -579,10 +579,7 @@ impl Inner {
         // makes the session alone the only read.
         let (session, user) = if self.joined_lookup && !self.user_cache.enabled() {
             match self.stores.sessions.get_with_user(&sid).await? {
-                SessionLookup::Found(both) => {
-                    let (session, user) = *both;
-                    (Arc::new(session), Arc::new(user))
-                }
+                SessionLookup::Found(session, user) => (session, user),
                 SessionLookup::NotFound => return Err(no_session()),
                 SessionLookup::Unsupported => self.read_session_then_user(&sid, now).await?.ok_or_else(no_session)?,
             }

@@ -239,8 +239,8 @@ pub enum SessionLookup {
     Unsupported,
     /// No such session, or its user is gone.
     NotFound,
-    /// The session and its user.
-    Found(Box<(SessionRecord, UserRecord)>),
+    /// The session and its user (shared: a store may hand out records it keeps).
+    Found(Arc<SessionRecord>, Arc<UserRecord>),
 }
 
 /// Sessions (spec/storage.md §1 `SessionStore`).
