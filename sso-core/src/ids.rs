@@ -114,10 +114,10 @@ impl Cid {
         ok.then(|| Cid(s.to_owned()))
     }
 
-    /// A fresh cid: 24 lower-case hex characters (96 random bits). Falls back to a time-based value
+    /// A fresh cid: 24 lower-case hex characters (96 random bits, [`random::identifier_bytes`]). Falls back to a time-based value
     /// only if the OS RNG fails (a cid is not a secret).
     pub fn generate() -> Cid {
-        match random::bytes::<12>() {
+        match random::identifier_bytes::<12>() {
             Ok(b) => Cid(crate::crypto::digest::hex(&b)),
             Err(_) => {
                 let t = crate::time::Clock::now(&crate::time::SystemClock).as_micros();
