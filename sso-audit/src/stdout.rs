@@ -35,14 +35,14 @@ impl AuditSink for StdoutSink {
     }
 
     async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut text = String::new();
+        let mut text = Vec::with_capacity(records.len() * 512);
         for r in records {
-            text.push_str(&r.to_json_line());
-            text.push('\n');
+            r.write_json_line(&mut text);
+            text.push(b'\n');
         }
         let mut out = self.out.lock().await;
         let r = async {
-            out.write_all(text.as_bytes()).await?;
+            out.write_all(&text).await?;
             out.flush().await
         }
         .await;

@@ -122,13 +122,33 @@ impl AuditRecord {
     /// other characters some line readers split on — U+0085, U+2028, U+2029 — are escaped too, so
     /// no value can split or forge a line; spec/audit.md §1).
     pub fn to_json_line(&self) -> String {
-        let line = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        let mut line = Vec::with_capacity(512);
+        self.write_json_line(&mut line);
+        String::from_utf8(line).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Appends [`AuditRecord::to_json_line`]'s text (without a line break) to `out`: a sink
+    /// writing a batch builds all its lines in one buffer.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"{}");
+            return;
+        }
         // Outside strings serde_json writes ASCII only, so these can only be inside a string value,
-        // where the `\uXXXX` escape decodes to the same character.
+        // where the `\uXXXX` escape decodes to the same character. Their UTF-8 encodings start
+        // with 0xC2 (U+0085) or 0xE2 (U+2028, U+2029).
+        let tail = out.get(start..).unwrap_or_default();
+        if !tail.iter().any(|b| matches!(b, 0xC2 | 0xE2)) {
+            return;
+        }
+        let Ok(line) = std::str::from_utf8(tail) else { return };
         if line.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
-            line.replace('\u{85}', "\\u0085").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
-        } else {
-            line
+            let escaped =
+                line.replace('\u{85}', "\\u0085").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");
+            out.truncate(start);
+            out.extend_from_slice(escaped.as_bytes());
         }
     }
 }
@@ -316,5 +336,50 @@ impl AuditSink for MemoryAuditSink {
         let before = r.len();
         r.retain(|x| x.timestamp().is_none_or(|t| t >= ts));
         Ok((before - r.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(user_agent: &str) -> AuditRecord {
+        AuditRecord {
+            id: "01J00000000000000000000000".into(),
+            ts: "2026-11-27T10:15:30.123456Z".into(),
+            node: "n".into(),
+            cid: "c".into(),
+            op: "session.verify".into(),
+            outcome: Outcome::Success,
+            status: "ok".into(),
+            sub_status: vec![],
+            reason: None,
+            actor: "anonymous".into(),
+            actor_session_id: None,
+            target_user_id: None,
+            target_session_id: None,
+            current_app: "CRM".into(),
+            remote_addr: "127.0.0.1".into(),
+            user_agent: Some(user_agent.into()),
+            details: serde_json::Map::new(),
+        }
+    }
+
+    /// Lines appended to one buffer: each escaped on its own, the ones before it untouched.
+    #[test]
+    fn lines_appended_to_a_buffer_are_escaped_one_by_one() {
+        let mut buf = b"already here \xE2\x80\xA8\n".to_vec();
+        let plain = rec("é agent");
+        let evil = rec("a\u{2028}b\u{2029}c\u{85}d");
+        plain.write_json_line(&mut buf);
+        buf.push(b'\n');
+        evil.write_json_line(&mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines[0], "already here \u{2028}", "earlier content is not rewritten");
+        assert_eq!(lines[1], plain.to_json_line());
+        assert_eq!(lines[2], evil.to_json_line());
+        assert!(!lines[2].contains(['\u{85}', '\u{2028}', '\u{2029}']));
+        assert_eq!(AuditRecord::from_json_line(lines[2]), Some(evil));
     }
 }
