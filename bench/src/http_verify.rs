@@ -463,3 +463,32 @@ pub async fn run() -> Result<Vec<Section>, String> {
         json: json!({"rows": js, "tools": tool_js, "rss": rss, "figures": figures_json(&figs)}),
     }])
 }
+
+/// Hidden group `profile-http-verify`: the embedded-default SQLite server and the trivial
+/// handler side by side, loaded in turns for `SSO_BENCH_SECS` (REPS slices each); prints each
+/// slice pair's ratio and the server's pid (for `perf record -p`) — a quick before/after check.
+pub async fn profile() -> Result<(), String> {
+    let fake = format!("zust{}", "0".repeat(52));
+    let trivial = server::trivial(VERIFY_PATH, cores())?;
+    let trivial_load = load_of(trivial.addr, vec![verify_body(&fake)]);
+    let config = format!("[store]\nusers = \"sqlite://./sso.db\"\n\n{AUDIT_FILE_NO_FSYNC}");
+    let p = prepare("SQLite (embedded default)", "profile", config).await?;
+    eprintln!("sso serve pid {}", p.server.pid());
+    let slice = secs() / REPS;
+    let warm = (slice / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let rate = |o: &loadgen::Outcome| o.lat.len() as f64 / o.window.as_secs_f64().max(1e-9);
+    let (mut sum_v, mut sum_t) = (0.0, 0.0);
+    for _ in 0..REPS {
+        let mut load = trivial_load.clone();
+        load.warmup = warm;
+        load.window = slice;
+        let t = rate(&loadgen::run(&load).await?);
+        let (v, _) = load_window(&p, warm, slice).await?;
+        let v = rate(&v);
+        eprintln!("trivial {t:.0} req/s, verify {v:.0} req/s, ratio {:.3}", v / t.max(1.0));
+        sum_v += v;
+        sum_t += t;
+    }
+    eprintln!("overall ratio {:.3}", sum_v / sum_t.max(1.0));
+    Ok(())
+}

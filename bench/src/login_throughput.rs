@@ -311,3 +311,41 @@ pub async fn profile_login() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Hidden group `profile-login-http`: the HTTP login's cost outside argon2 — `sso serve` on
+/// SQLite with weak hash parameters (or the production ones with `SSO_PROFILE_STRONG=1`), with
+/// and without the file audit sink, 1 and N connections.
+pub async fn profile_login_http() -> Result<(), String> {
+    let window = secs();
+    let strong = std::env::var("SSO_PROFILE_STRONG").is_ok();
+    let hash = if strong {
+        ""
+    } else {
+        "\n[password]\nallow_weak_hash_params = true\nargon2_memory_kib = 64\nargon2_iterations = 1\n"
+    };
+    for (label, audit) in [
+        ("file sink", "[audit]\nsinks = [\"file\"]\n\n[audit.file]\nfsync = \"never\"\n"),
+        ("no sink", "[audit]\nsinks = []\n"),
+    ] {
+        let dir = scratch("profile-login-http")?;
+        let config = format!("[store]\nusers = \"sqlite://./sso.db\"\n\n{audit}{hash}");
+        let port = SsoServer::configure(&dir, &config)?;
+        let users: Vec<String> = (0..=cores()).map(|i| format!("login{i}")).collect();
+        SsoServer::create_users(&dir, &users)?;
+        let server = SsoServer::start(&dir, port).await?;
+        server.login("login0").await?;
+        for conns in [1, cores()] {
+            let out = loadgen::run(&http_load(&server, conns, warmup(), window)).await?;
+            crate::harness::settle(server.pid()).await;
+            let f = concurrent_figure(label, out.lat, out.window);
+            eprintln!(
+                "{label}, {conns} connections: {:.0} logins/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
+                f.ops_per_s,
+                f.p50.as_secs_f64() * 1e6,
+                f.p99.as_secs_f64() * 1e6,
+                out.errors
+            );
+        }
+    }
+    Ok(())
+}

@@ -90,6 +90,18 @@ async fn main() {
         }
         return;
     }
+    if only == Some("profile-http-verify") {
+        if let Err(e) = http_verify::profile().await {
+            eprintln!("profile-http-verify failed: {e}");
+        }
+        return;
+    }
+    if only == Some("profile-login-http") {
+        if let Err(e) = login_throughput::profile_login_http().await {
+            eprintln!("profile-login-http failed: {e}");
+        }
+        return;
+    }
     let root = std::env::var("SSO_BENCH_OUT").unwrap_or_else(|_| ".".into());
     let store = format!("{root}/target/bench/sections");
     let _ = std::fs::create_dir_all(&store);
