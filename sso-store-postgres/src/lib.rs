@@ -27,6 +27,9 @@ use sso_core::store::Stores;
 
 pub use audit::SqlAuditSink;
 
+/// A pooled connection idle longer than this is pinged before use (see [`PgStore::open`]).
+const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Connection settings (from `[store]` in the configuration).
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -59,7 +62,19 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::unavailable(format!("invalid PostgreSQL URL: {e}")))?
             .options([("statement_timeout", opts.op_timeout.as_millis().to_string())]);
+        // A connection is pinged before use only when it sat idle longer than PING_IF_IDLE
+        // (HikariCP's rule), not on every acquire as sqlx does by default: that ping is a round
+        // trip to the server per statement, and a connection used moments ago is alive.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .max_connections(opts.pool_max.max(1))
             .acquire_timeout(opts.connect_timeout)
             .connect_with(connect)

@@ -80,7 +80,11 @@ impl SqliteStore {
             .busy_timeout(opts.busy_timeout);
         let fast =
             fast_read::FastReader::for_file(connect.get_filename().to_path_buf(), opts.busy_timeout).map(Arc::new);
+        // No ping before each use: sqlx's default sends one to the connection's worker thread
+        // on every acquire (a second round trip per statement), which guards against a network
+        // peer that went away — a local file has none.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(opts.pool_max.max(1))
             .acquire_timeout(opts.connect_timeout)
             .connect_with(connect.clone())
@@ -88,6 +92,7 @@ impl SqliteStore {
             .map_err(rows::map_err)?;
         let writer = if fast.is_some() {
             SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(1)
                 .acquire_timeout(opts.connect_timeout)
                 .connect_with(connect)
