@@ -304,7 +304,7 @@ impl Inner {
         let kind = NewSession { auth_type: "default", auth_principal: &user.username, ext_session_id: String::new() };
         let (_, _, info) = tokio::join!(
             self.throttle_reset(&user_key),
-            self.throttle_reset(&totp_key),
+            self.throttle_reset_if_counted(&totp_key),
             self.open_session(ctx, a, &user, epoch, kind, warning)
         );
         let info = info?;

@@ -223,6 +223,8 @@ async fn step6_malformed_codes_are_refused_and_counted() {
     let (n, _) = f.sso.stores().counters.get(&format!("totp:{id}"), f.sso.now()).await.unwrap().unwrap();
     assert!(n >= 5, "each malformed code counted: {n}");
     f.login("alice", Some(&good)).await.unwrap();
+    let left = f.sso.stores().counters.get(&format!("totp:{id}"), f.sso.now()).await.unwrap();
+    assert!(left.is_none(), "the successful login clears the counted totp key: {left:?}");
 }
 
 #[tokio::test]
