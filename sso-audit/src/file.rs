@@ -74,7 +74,8 @@ impl FileSink {
     /// drains every pending text, one write and one sync per batch, until nothing is left.
     ///
     /// Without it, the text is written right here, under the lock: an append to the page cache
-    /// takes microseconds, like the SQLite fast reads, and the hop to the blocking pool (a task,
+    /// takes microseconds, like the SQLite fast reads (so does a rotation when the file is full:
+    /// a few renames and an open), and the hop to the blocking pool (a task,
     /// a thread wake-up and a context switch each way) cost more than the write itself — ≈ 5 %
     /// of the server's CPU under a session-verify load, where every verify's read record comes
     /// through here. The price: a kernel that throttles dirty pages (a saturated disk) stalls
@@ -207,12 +208,7 @@ impl AuditSink for FileSink {
     }
 
     async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut text = Vec::with_capacity(records.len() * 512);
-        for r in records {
-            r.write_json_line(&mut text);
-            text.push(b'\n');
-        }
-        self.append(text).await
+        self.append(AuditRecord::json_lines(records)).await
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {

@@ -35,11 +35,7 @@ impl AuditSink for StdoutSink {
     }
 
     async fn write_many(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut text = Vec::with_capacity(records.len() * 512);
-        for r in records {
-            r.write_json_line(&mut text);
-            text.push(b'\n');
-        }
+        let text = AuditRecord::json_lines(records);
         let mut out = self.out.lock().await;
         let r = async {
             out.write_all(&text).await?;

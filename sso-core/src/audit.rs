@@ -127,6 +127,16 @@ impl AuditRecord {
         String::from_utf8(line).unwrap_or_else(|_| String::from("{}"))
     }
 
+    /// The lines of `records`, each ending in `\n`, in one buffer (what a sink writes per batch).
+    pub fn json_lines(records: &[AuditRecord]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(records.len() * 512);
+        for r in records {
+            r.write_json_line(&mut out);
+            out.push(b'\n');
+        }
+        out
+    }
+
     /// Appends [`AuditRecord::to_json_line`]'s text (without a line break) to `out`: a sink
     /// writing a batch builds all its lines in one buffer.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
@@ -143,7 +153,12 @@ impl AuditRecord {
         if !tail.iter().any(|b| matches!(b, 0xC2 | 0xE2)) {
             return;
         }
-        let Ok(line) = std::str::from_utf8(tail) else { return };
+        let Ok(line) = std::str::from_utf8(tail) else {
+            // Cannot happen (serde_json writes UTF-8); never let an unchecked line out.
+            out.truncate(start);
+            out.extend_from_slice(b"{}");
+            return;
+        };
         if line.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
             let escaped =
                 line.replace('\u{85}', "\\u0085").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029");

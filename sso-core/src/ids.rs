@@ -114,8 +114,8 @@ impl Cid {
         ok.then(|| Cid(s.to_owned()))
     }
 
-    /// A fresh cid: 24 lower-case hex characters (96 random bits, [`random::identifier_bytes`]). Falls back to a time-based value
-    /// only if the OS RNG fails (a cid is not a secret).
+    /// A fresh cid: 24 lower-case hex characters (96 random bits, [`random::identifier_bytes`]).
+    /// Falls back to a time-based value only if the OS RNG fails (a cid is not a secret).
     pub fn generate() -> Cid {
         match random::identifier_bytes::<12>() {
             Ok(b) => Cid(crate::crypto::digest::hex(&b)),

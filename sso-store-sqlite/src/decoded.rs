@@ -18,21 +18,28 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::ValueRef;
 use sso_core::StoreError;
 
-/// Entries kept per cache; when full it is emptied and refills with the rows in use (at most
-/// a few MiB: a user row is ~1 KiB, kept twice — its bytes and its record).
+/// Entries kept per cache; when a new key finds it full it is emptied and refills with the rows
+/// in use. A user entry is ≈ 2 KiB (the row's bytes and the record), so a full user cache holds
+/// ≈ 8 MiB; records of deleted rows leave with the next emptying.
 const CAPACITY: usize = 4096;
 
 /// One kept record and the column bytes it was decoded from.
-#[derive(Debug)]
 struct Entry<T> {
     raw: Vec<u8>,
     record: Arc<T>,
 }
 
-/// Records of one table decoded from rows, keyed by the row's first column.
-#[derive(Debug)]
+/// Records of one table decoded from rows, keyed by the row's first column. Its `Debug` shows
+/// only the number of entries: the records hold password hashes and encrypted keys.
 pub(crate) struct RecordCache<T> {
     entries: Mutex<HashMap<Vec<u8>, Entry<T>>>,
+}
+
+impl<T> std::fmt::Debug for RecordCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.entries.lock().map(|e| e.len()).unwrap_or(0);
+        f.debug_struct("RecordCache").field("entries", &n).finish_non_exhaustive()
+    }
 }
 
 impl<T> Default for RecordCache<T> {
@@ -72,12 +79,17 @@ impl<T> RecordCache<T> {
             return Ok(e.record.clone());
         }
         let record = Arc::new(decode()?);
+        let key = key.to_vec();
+        raw.shrink_to_fit();
+        let mut dropped = None;
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= CAPACITY {
-                entries.clear();
+            if entries.len() >= CAPACITY && !entries.contains_key(&key) {
+                dropped = Some(std::mem::take(&mut *entries));
             }
-            entries.insert(key.to_vec(), Entry { raw, record: record.clone() });
+            entries.insert(key, Entry { raw, record: record.clone() });
         }
+        // The emptied map is freed after the lock is released.
+        drop(dropped);
         Ok(record)
     }
 
@@ -179,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_empties_and_refills() {
+    fn a_full_cache_empties_for_a_new_key_only() {
         let cache: RecordCache<u32> = RecordCache::default();
         let c = Connection::open_in_memory().unwrap();
         for i in 0..(CAPACITY + 1) {
@@ -190,5 +202,26 @@ mod tests {
             .unwrap();
         }
         assert_eq!(cache.len(), 1);
+        assert!(format!("{cache:?}").contains("entries: 1"), "Debug shows the count only");
+    }
+
+    #[test]
+    fn a_full_cache_keeps_its_entries_when_a_kept_key_changes() {
+        let cache: RecordCache<u32> = RecordCache::default();
+        let c = Connection::open_in_memory().unwrap();
+        for i in 0..CAPACITY {
+            c.query_row("SELECT ?1", [i.to_string()], |row| {
+                cache.get_or_decode(row, 0..1, || Ok(0)).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        }
+        // Key "0" with a second column: its bytes differ, it is replaced, nothing else goes.
+        c.query_row("SELECT '0', 1", [], |row| {
+            cache.get_or_decode(row, 0..2, || Ok(1)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cache.len(), CAPACITY);
     }
 }

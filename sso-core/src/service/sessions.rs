@@ -302,9 +302,19 @@ impl Inner {
             a.warning = Some(Code::W003005);
         }
         let kind = NewSession { auth_type: "default", auth_principal: &user.username, ext_session_id: String::new() };
+        // A checked code reserved the totp key (step 6): clear it. Without one the key is rarely
+        // counted (failures of `validate_code`, or from before TOTP was turned off), so look
+        // before writing.
+        let clear_totp = async {
+            if totp_checked {
+                self.throttle_reset(&totp_key).await;
+            } else {
+                self.throttle_reset_if_counted(&totp_key).await;
+            }
+        };
         let (_, _, info) = tokio::join!(
             self.throttle_reset(&user_key),
-            self.throttle_reset_if_counted(&totp_key),
+            clear_totp,
             self.open_session(ctx, a, &user, epoch, kind, warning)
         );
         let info = info?;

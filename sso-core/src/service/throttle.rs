@@ -194,9 +194,9 @@ impl super::Inner {
     }
 
     /// Clears a key only if it counts something now: a read (on SQLite, on the calling task)
-    /// instead of a write for the common case of a key that was never counted — a login's
-    /// `totp` key, for a user who mistyped no code. An expired count is left to expire: it
-    /// counts as zero, and the next failure starts afresh.
+    /// instead of a write for the common case of a key that was never counted — the `totp` key
+    /// of a user without TOTP at login. A failed read still clears. An expired count is left
+    /// to expire: it counts as zero, and the next failure starts afresh.
     pub(crate) async fn throttle_reset_if_counted(&self, key: &Key) {
         if !self.cfg.throttle.enabled {
             return;
