@@ -78,27 +78,17 @@ fn us(d: Duration) -> String {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only: Option<&str> = args.first().map(String::as_str);
-    if only == Some("profile-verify") {
-        if let Err(e) = micro::profile_verify().await {
-            eprintln!("profile-verify failed: {e}");
-        }
-        return;
-    }
-    if only == Some("profile-login") {
-        if let Err(e) = login_throughput::profile_login().await {
-            eprintln!("profile-login failed: {e}");
-        }
-        return;
-    }
-    if only == Some("profile-http-verify") {
-        if let Err(e) = http_verify::profile().await {
-            eprintln!("profile-http-verify failed: {e}");
-        }
-        return;
-    }
-    if only == Some("profile-login-http") {
-        if let Err(e) = login_throughput::profile_login_http().await {
-            eprintln!("profile-login-http failed: {e}");
+    // Hidden groups (profiling aids, not in BENCHMARKS.md).
+    let hidden = match only {
+        Some("profile-verify") => Some(micro::profile_verify().await),
+        Some("profile-login") => Some(login_throughput::profile_login().await),
+        Some("profile-http-verify") => Some(http_verify::profile().await),
+        Some("profile-login-http") => Some(login_throughput::profile_login_http().await),
+        _ => None,
+    };
+    if let Some(r) = hidden {
+        if let Err(e) = r {
+            eprintln!("{} failed: {e}", only.unwrap_or_default());
         }
         return;
     }

@@ -358,26 +358,13 @@ impl AuditSink for MemoryAuditSink {
 mod tests {
     use super::*;
 
+    /// The conformance suite's record with `user_agent`.
     fn rec(user_agent: &str) -> AuditRecord {
-        AuditRecord {
-            id: "01J00000000000000000000000".into(),
-            ts: "2026-11-27T10:15:30.123456Z".into(),
-            node: "n".into(),
-            cid: "c".into(),
-            op: "session.verify".into(),
-            outcome: Outcome::Success,
-            status: "ok".into(),
-            sub_status: vec![],
-            reason: None,
-            actor: "anonymous".into(),
-            actor_session_id: None,
-            target_user_id: None,
-            target_session_id: None,
-            current_app: "CRM".into(),
-            remote_addr: "127.0.0.1".into(),
-            user_agent: Some(user_agent.into()),
-            details: serde_json::Map::new(),
-        }
+        let ts = crate::time::Timestamp::from_micros(1_795_000_000_000_000);
+        let mut r =
+            crate::conformance::audit::record(0, ts, "c", "session.verify", "anonymous", None, Outcome::Success);
+        r.user_agent = Some(user_agent.into());
+        r
     }
 
     /// Lines appended to one buffer: each escaped on its own, the ones before it untouched.

@@ -65,7 +65,8 @@ pub const CASES: &[&str] = &[
     "audit::service_change_carries_one_record",
 ];
 
-fn record(
+/// A record of the suite (also the audit line tests' fixture).
+pub(crate) fn record(
     n: u32,
     ts: Timestamp,
     cid: &str,

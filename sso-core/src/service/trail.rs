@@ -214,10 +214,10 @@ impl Trail {
             Some(name) => Cow::Owned(name.clone()),
             None => Cow::Borrowed("anonymous"),
         };
-        Audit {
+        let mut a = Audit {
             rec: Box::new(AuditRecord {
-                id: if kind == Kind::Read { String::new() } else { new_ulid(now) },
-                ts: if kind == Kind::Read { String::new() } else { now.to_rfc3339_micros() },
+                id: String::new(),
+                ts: String::new(),
                 node: self.node.clone(),
                 cid: ctx.cid.as_str().to_owned(),
                 op: Cow::Borrowed(op),
@@ -238,7 +238,11 @@ impl Trail {
             done: false,
             warning: None,
             now,
+        };
+        if kind != Kind::Read {
+            stamp(&mut a.rec, now);
         }
+        a
     }
 
     /// Writes to every sink except `skip` (a sink that already stored the record in the store's
