@@ -55,7 +55,8 @@ impl SqliteStore {
         create: bool,
     ) -> StoreResult<()> {
         let (t, o) = table(scope);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let turn = self.writer.turn().await?;
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         if create {
             let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
             if count_live(&mut tx, scope, owner, &names, now).await? > 0 {
@@ -99,7 +100,8 @@ impl AttrStore for SqliteStore {
 
     async fn update_many(&self, scope: AttrScope, owner: &str, items: &[AttrWrite], now: Timestamp) -> StoreResult<()> {
         let (t, o) = table(scope);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let turn = self.writer.turn().await?;
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
         if count_live(&mut tx, scope, owner, &names, now).await? != names.len() {
             return Err(StoreError::NotFound);
@@ -168,7 +170,8 @@ impl AttrStore for SqliteStore {
 
     async fn delete_many(&self, scope: AttrScope, owner: &str, names: &[String], now: Timestamp) -> StoreResult<()> {
         let (t, o) = table(scope);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let turn = self.writer.turn().await?;
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         if count_live(&mut tx, scope, owner, &refs, now).await? != names.len() {
             return Err(StoreError::NotFound);
@@ -190,7 +193,8 @@ impl AttrStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let (t, o) = table(scope);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let turn = self.writer.turn().await?;
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
         if count_live(&mut tx, scope, owner, &names, now).await? != names.len() {
             return Err(StoreError::NotFound);
@@ -220,7 +224,7 @@ impl AttrStore for SqliteStore {
             let r = sqlx::query(AssertSqlSafe(sql))
                 .bind(now.as_micros())
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .execute(&self.writer)
+                .execute(&*self.writer.turn().await?)
                 .await
                 .map_err(map_err)?;
             total += r.rows_affected();
@@ -278,7 +282,7 @@ impl AttrStore for SqliteStore {
             .bind(name.to_owned())
             .bind(old.to_owned())
             .bind(new.to_owned())
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await?)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)

@@ -9,6 +9,7 @@ use sso_store_sql::audit::{self as sql, Flavor};
 
 use crate::SqliteStore;
 use crate::rows::{R, bind, bind_all, map_err};
+use crate::writer;
 
 fn err(e: impl std::fmt::Display) -> AuditError {
     AuditError { sink: "sql".into(), detail: e.to_string() }
@@ -22,7 +23,7 @@ impl SqliteStore {
             return Err(sso_core::StoreError::unavailable(format!("invalid audit table name {table:?}")));
         }
         for stmt in sql::create_table_sql(table, Flavor::Sqlite) {
-            if let Err(e) = sqlx::query(AssertSqlSafe(stmt)).execute(&self.writer).await {
+            if let Err(e) = sqlx::query(AssertSqlSafe(stmt)).execute(&*self.writer.turn().await?).await {
                 let exists = sqlx::query(AssertSqlSafe(format!("SELECT 1 FROM {table} LIMIT 1")))
                     .fetch_optional(&self.pool)
                     .await;
@@ -68,8 +69,17 @@ impl AuditSink for SqlAuditSink {
     }
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        bind_all(sqlx::query(AssertSqlSafe(sql::insert_sql(&self.table))), sql::audit_values(record))
-            .execute(&self.store.writer)
+        // One record per call (a login's, a verify's): on the calling task (see `writer`).
+        let text = sql::insert_sql(&self.table);
+        let direct = self.store.writer.direct(|c| {
+            let values = sql::audit_values(record).into_iter().map(writer::value);
+            c.prepare_cached(&text)?.execute(rusqlite::params_from_iter(values))
+        });
+        if let Some(r) = direct.await {
+            return r.map(|_| ()).map_err(err);
+        }
+        bind_all(sqlx::query(AssertSqlSafe(text)), sql::audit_values(record))
+            .execute(&*self.store.writer.turn().await.map_err(err)?)
             .await
             .map_err(err)?;
         Ok(())
@@ -84,6 +94,6 @@ impl AuditSink for SqlAuditSink {
 
     async fn purge_before(&self, ts: Timestamp) -> Result<u64, AuditError> {
         let q = bind(sqlx::query(AssertSqlSafe(sql::purge_sql(&self.table))), sql::purge_value(ts));
-        Ok(q.execute(&self.store.writer).await.map_err(err)?.rows_affected())
+        Ok(q.execute(&*self.store.writer.turn().await.map_err(err)?).await.map_err(err)?.rows_affected())
     }
 }

@@ -14,25 +14,45 @@ use crate::rows::map_err;
 /// A live counter's value and last time.
 const COUNTER_SQL: &str = "SELECT value, last_at FROM sso_counter WHERE key = $1 AND expires_at > $2";
 
+/// Counts one more failure (a counter that expired starts again at 1): key, now, expiry.
+const RECORD_FAILURE_SQL: &str = "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES (?1, 1, ?2, NULL, ?3) \
+     ON CONFLICT (key) DO UPDATE SET \
+       value = CASE WHEN sso_counter.expires_at <= ?2 THEN 1 ELSE sso_counter.value + 1 END, \
+       prev_at = CASE WHEN sso_counter.expires_at <= ?2 THEN NULL ELSE sso_counter.last_at END, \
+       last_at = ?2, expires_at = ?3 \
+     RETURNING value, prev_at";
+
+/// Clears a counter: key.
+const RESET_SQL: &str = "DELETE FROM sso_counter WHERE key = ?1";
+
+/// Moves a replay marker forward only (or over an expired one): key, step, now, expiry.
+const ADVANCE_STEP_SQL: &str = "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES (?1, ?2, ?3, NULL, ?4) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value, last_at = excluded.last_at, \
+       expires_at = excluded.expires_at \
+     WHERE sso_counter.value < excluded.value OR sso_counter.expires_at <= ?3";
+
 #[async_trait]
 impl CounterStore for SqliteStore {
     async fn record_failure(&self, key: &str, now: Timestamp, ttl: Duration) -> StoreResult<(u64, Option<Timestamp>)> {
-        let row = sqlx::query(
-            "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ($1, 1, $2, NULL, $3) \
-             ON CONFLICT (key) DO UPDATE SET \
-               value = CASE WHEN sso_counter.expires_at <= $2 THEN 1 ELSE sso_counter.value + 1 END, \
-               prev_at = CASE WHEN sso_counter.expires_at <= $2 THEN NULL ELSE sso_counter.last_at END, \
-               last_at = $2, expires_at = $3 \
-             RETURNING value, prev_at",
-        )
-        .bind(key)
-        .bind(now.as_micros())
-        .bind(now.plus(ttl).as_micros())
-        .fetch_one(&self.writer)
-        .await
-        .map_err(map_err)?;
-        let value: i64 = row.try_get("value").map_err(map_err)?;
-        let prev: Option<i64> = row.try_get("prev_at").map_err(map_err)?;
+        let (now, expires) = (now.as_micros(), now.plus(ttl).as_micros());
+        // The throttle reservation of every login: on the calling task (see `writer`).
+        let direct = self.writer.direct(|c| {
+            c.prepare_cached(RECORD_FAILURE_SQL)?
+                .query_row(rusqlite::params![key, now, expires], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))
+        });
+        let (value, prev): (i64, Option<i64>) = match direct.await {
+            Some(r) => r?,
+            None => {
+                let row = sqlx::query(RECORD_FAILURE_SQL)
+                    .bind(key)
+                    .bind(now)
+                    .bind(expires)
+                    .fetch_one(&*self.writer.turn().await?)
+                    .await
+                    .map_err(map_err)?;
+                (row.try_get("value").map_err(map_err)?, row.try_get("prev_at").map_err(map_err)?)
+            }
+        };
         Ok((u64::try_from(value).unwrap_or(0), prev.map(Timestamp::from_micros)))
     }
 
@@ -63,31 +83,42 @@ impl CounterStore for SqliteStore {
     }
 
     async fn reset(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sso_counter WHERE key = $1").bind(key).execute(&self.writer).await.map_err(map_err)?;
+        // Every successful login clears its user's counter: on the calling task.
+        if let Some(r) = self.writer.direct(|c| c.prepare_cached(RESET_SQL)?.execute([key])).await {
+            return r.map(|_| ());
+        }
+        sqlx::query(RESET_SQL).bind(key).execute(&*self.writer.turn().await?).await.map_err(map_err)?;
         Ok(())
     }
 
     async fn advance_step(&self, key: &str, step: u64, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ($1, $2, $3, NULL, $4) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, last_at = excluded.last_at, \
-               expires_at = excluded.expires_at \
-             WHERE sso_counter.value < excluded.value OR sso_counter.expires_at <= $3",
-        )
-        .bind(key)
-        .bind(i64::try_from(step).unwrap_or(i64::MAX))
-        .bind(now.as_micros())
-        .bind(now.plus(ttl).as_micros())
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
-        Ok(r.rows_affected() == 1)
+        let (step, now, expires) =
+            (i64::try_from(step).unwrap_or(i64::MAX), now.as_micros(), now.plus(ttl).as_micros());
+        // The TOTP replay check of every login with a code: on the calling task.
+        let direct = self
+            .writer
+            .direct(|c| c.prepare_cached(ADVANCE_STEP_SQL)?.execute(rusqlite::params![key, step, now, expires]));
+        let changed = match direct.await {
+            Some(r) => r?,
+            None => {
+                let r = sqlx::query(ADVANCE_STEP_SQL)
+                    .bind(key)
+                    .bind(step)
+                    .bind(now)
+                    .bind(expires)
+                    .execute(&*self.writer.turn().await?)
+                    .await
+                    .map_err(map_err)?;
+                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
+            }
+        };
+        Ok(changed == 1)
     }
 
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM sso_counter WHERE expires_at <= $1")
             .bind(now.as_micros())
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await?)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected())

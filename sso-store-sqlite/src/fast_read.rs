@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use sso_core::StoreError;
 use sso_core::model::{SessionRecord, UserRecord};
 use sso_core::time::Timestamp;
-use sso_store_sql::{Half, RowRead};
+use sso_store_sql::{Half, RowRead, conflict_of};
 
 use crate::decoded::RecordCache;
 
@@ -123,10 +123,21 @@ impl FastReader {
     }
 }
 
-/// A `rusqlite` error as a store error: a value that does not decode is corrupt data, anything
-/// else an unavailable database.
+/// A `rusqlite` error as a store error, as `rows::map_err` maps sqlx's: a unique violation is a
+/// `Conflict` (naming the key), a foreign-key violation `NotFound`, a value that does not decode
+/// or another constraint corrupt data, anything else an unavailable database.
 pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
     match &e {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            match f.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    StoreError::Conflict { what: conflict_of(msg.as_deref().unwrap_or_default()) }
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                _ => StoreError::corrupt(format!("sqlite: {e}")),
+            }
+        }
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::corrupt(format!("sqlite: {e}")),

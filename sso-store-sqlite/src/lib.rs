@@ -2,8 +2,10 @@
 //!
 //! The embedded default of `sso`: every store trait of `sso-core` over one SQLite file, with
 //! `sqlx` runtime queries (no compile-time database), embedded migrations, WAL journal, foreign
-//! keys on and a busy timeout. Write transactions start with `BEGIN IMMEDIATE` so concurrent
-//! writers queue on the busy timeout instead of failing on a lock upgrade.
+//! keys on and a busy timeout. The writes of one process take turns (`writer`): transactions
+//! through sqlx, starting with `BEGIN IMMEDIATE`; the single-statement writes of the login and
+//! verify paths directly on the calling task. Writers of other processes (the `sso` CLI) queue
+//! on the busy timeout instead of failing on a lock upgrade.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sso_core::StoreError> {
@@ -23,6 +25,7 @@ mod fast_read;
 mod rows;
 mod sessions;
 mod users;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -57,11 +60,10 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     audit_table: Option<Arc<str>>,
     pool: SqlitePool,
-    /// One connection that every write goes through: writers of this process queue here, in
-    /// order, instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms between retries
-    /// (≈ 3 ms per login at two concurrent logins). Other processes (the `sso` CLI) still meet
-    /// the busy timeout. For in-memory databases it is the read pool.
-    writer: SqlitePool,
+    /// Every write of this process, one at a time (see `writer`): they queue here, in order,
+    /// instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms between retries
+    /// (≈ 3 ms per login at two concurrent logins).
+    writer: writer::Writer,
     /// Direct read-only connections for the session-verify read (file databases only).
     fast: Option<Arc<fast_read::FastReader>>,
 }
@@ -78,8 +80,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(opts.busy_timeout);
-        let fast =
-            fast_read::FastReader::for_file(connect.get_filename().to_path_buf(), opts.busy_timeout).map(Arc::new);
+        let path = connect.get_filename().to_path_buf();
+        let fast = fast_read::FastReader::for_file(path.clone(), opts.busy_timeout).map(Arc::new);
         // No ping before each use: sqlx's default sends one to the connection's worker thread
         // on every acquire (a second round trip per statement), which guards against a network
         // peer that went away — a local file has none.
@@ -90,7 +92,7 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await
             .map_err(rows::map_err)?;
-        let writer = if fast.is_some() {
+        let sqlx_writer = if fast.is_some() {
             SqlitePoolOptions::new()
                 .test_before_acquire(false)
                 .max_connections(1)
@@ -101,12 +103,17 @@ impl SqliteStore {
         } else {
             pool.clone()
         };
+        let writer =
+            writer::Writer::new(sqlx_writer, fast.is_some().then_some(path), opts.connect_timeout, opts.busy_timeout);
         Ok(SqliteStore { pool, writer, audit_table: None, fast })
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await.map_err(|e| StoreError::unavailable(format!("migration failed: {e}")))
+        MIGRATOR
+            .run(&*self.writer.turn().await?)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("migration failed: {e}")))
     }
 
     /// The versions and descriptions of migrations not yet applied.
@@ -143,11 +150,11 @@ impl SqliteStore {
 
     /// Closes the pool (graceful shutdown).
     pub async fn close(&self) {
-        self.writer.close().await;
+        self.writer.pool().close().await;
         self.pool.close().await;
     }
 
     async fn ping_db(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.writer).await.map(|_| ()).map_err(rows::map_err)
+        sqlx::query("SELECT 1").execute(self.writer.pool()).await.map(|_| ()).map_err(rows::map_err)
     }
 }

@@ -13,11 +13,18 @@ use sso_core::time::Timestamp;
 use crate::SqliteStore;
 use crate::fast_read::RowHalf;
 use crate::rows::{Part, R, bind_all, map_err};
+use crate::writer;
 use sso_store_sql::{history_json, insert_session_sql, session_from_row, session_values, user_from_row};
 
 /// A session and its user in one row, split at the `sso_split` column.
 const JOINED_SQL: &str = "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
                           WHERE s.session_id = $1";
+
+/// Moves a session's expiry later, never earlier: session id, new expiry.
+const EXTEND_SQL: &str = "UPDATE sso_session SET expiration_time = MAX(expiration_time, ?2) WHERE session_id = ?1";
+
+/// Deletes a session: session id.
+const DELETE_SQL: &str = "DELETE FROM sso_session WHERE session_id = ?1";
 
 /// A session alone, in the joined read's shape (an empty second half).
 const SESSION_SQL: &str = "SELECT s.*, 0 AS sso_split FROM sso_session s WHERE s.session_id = $1";
@@ -25,8 +32,17 @@ const SESSION_SQL: &str = "SELECT s.*, 0 AS sso_split FROM sso_session s WHERE s
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
-        bind_all(sqlx::query(AssertSqlSafe(insert_session_sql())), session_values(record))
-            .execute(&self.writer)
+        // Every login's session: on the calling task (see `writer`).
+        let sql = insert_session_sql();
+        let direct = self.writer.direct(|c| {
+            let values = session_values(record).into_iter().map(writer::value);
+            c.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))
+        });
+        if let Some(r) = direct.await {
+            return r.map(|_| ());
+        }
+        bind_all(sqlx::query(AssertSqlSafe(sql)), session_values(record))
+            .execute(&*self.writer.turn().await?)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -70,27 +86,37 @@ impl SessionStore for SqliteStore {
     }
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE sso_session SET expiration_time = MAX(expiration_time, $2) WHERE session_id = $1")
-            .bind(session_id.as_str())
-            .bind(new_expiration.as_micros())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
-        Ok(r.rows_affected() == 1)
+        // The sliding expiry of a verify (`session.renew_on_use`): on the calling task.
+        let (id, exp) = (session_id.as_str(), new_expiration.as_micros());
+        let direct = self.writer.direct(|c| c.prepare_cached(EXTEND_SQL)?.execute(rusqlite::params![id, exp]));
+        let changed = match direct.await {
+            Some(r) => r?,
+            None => {
+                let r = sqlx::query(EXTEND_SQL)
+                    .bind(id)
+                    .bind(exp)
+                    .execute(&*self.writer.turn().await?)
+                    .await
+                    .map_err(map_err)?;
+                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
+            }
+        };
+        Ok(changed == 1)
     }
 
     async fn set_epoch(&self, session_id: &SessionId, epoch: u64) -> StoreResult<bool> {
         let r = sqlx::query("UPDATE sso_session SET epoch = $2 WHERE session_id = $1")
             .bind(session_id.as_str())
             .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await?)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn append_history(&self, session_id: &SessionId, entry: &HistoryEntry, max: u32) -> StoreResult<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let turn = self.writer.turn().await?;
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         let row = sqlx::query("SELECT history FROM sso_session WHERE session_id = $1")
             .bind(session_id.as_str())
             .fetch_optional(&mut *tx)
@@ -118,12 +144,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete(&self, session_id: &SessionId) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM sso_session WHERE session_id = $1")
-            .bind(session_id.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
-        Ok(r.rows_affected() == 1)
+        // Logout: on the calling task.
+        let id = session_id.as_str();
+        let changed = match self.writer.direct(|c| c.prepare_cached(DELETE_SQL)?.execute([id])).await {
+            Some(r) => r?,
+            None => {
+                let r = sqlx::query(DELETE_SQL).bind(id).execute(&*self.writer.turn().await?).await.map_err(map_err)?;
+                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
+            }
+        };
+        Ok(changed == 1)
     }
 
     async fn list_by_user(&self, user_id: &UserId) -> StoreResult<Vec<SessionRecord>> {
@@ -141,13 +171,13 @@ impl SessionStore for SqliteStore {
                 sqlx::query("DELETE FROM sso_session WHERE user_id = $1 AND session_id <> $2")
                     .bind(user_id.as_str())
                     .bind(keep.as_str())
-                    .execute(&self.writer)
+                    .execute(&*self.writer.turn().await?)
                     .await
             }
             None => {
                 sqlx::query("DELETE FROM sso_session WHERE user_id = $1")
                     .bind(user_id.as_str())
-                    .execute(&self.writer)
+                    .execute(&*self.writer.turn().await?)
                     .await
             }
         }
@@ -162,7 +192,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(now.as_micros())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await?)
         .await
         .map_err(map_err)?;
         Ok(r.rows_affected())

@@ -13,6 +13,7 @@ use sso_core::time::Timestamp;
 use crate::SqliteStore;
 use crate::fast_read::RowHalf;
 use crate::rows::{R, bind, bind_all, map_err};
+use crate::writer::Turn;
 use sso_store_sql::{
     INSERT_PRT, SEARCH_ORDER, SQLITE, insert_user_sql, link_from_row, patch_values, prt_from_row, prt_values,
     search_filter, update_user_sql, user_from_row, user_values,
@@ -21,6 +22,9 @@ use sso_store_sql::{
 struct Tx {
     audit_table: Option<std::sync::Arc<str>>,
     tx: Transaction<'static, Sqlite>,
+    /// This process's write turn, held until the transaction ends (declared after `tx`, so it
+    /// is released after a dropped transaction's rollback is queued).
+    _turn: Turn,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -246,8 +250,9 @@ impl UserTx for Tx {
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn UserTx>> {
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-        Ok(Box::new(Tx { tx, audit_table: self.audit_table.clone() }))
+        let turn = self.writer.turn().await?;
+        let tx = turn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        Ok(Box::new(Tx { tx, audit_table: self.audit_table.clone(), _turn: turn }))
     }
 
     async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
@@ -321,7 +326,7 @@ impl UserStore for SqliteStore {
             .bind(user_id.as_str().to_owned())
             .bind(old.to_owned())
             .bind(new.to_owned())
-            .execute(&self.writer)
+            .execute(&*self.writer.turn().await?)
             .await
             .map_err(map_err)?;
         Ok(r.rows_affected() == 1)
@@ -368,7 +373,7 @@ impl PasswordResetStore for SqliteStore {
         )
         .bind(now.as_micros())
         .bind(i64_of(limit))
-        .execute(&self.writer)
+        .execute(&*self.writer.turn().await?)
         .await
         .map_err(map_err)?;
         Ok(r.rows_affected())
