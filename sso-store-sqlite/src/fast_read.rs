@@ -124,8 +124,9 @@ impl FastReader {
 }
 
 /// A `rusqlite` error as a store error, as `rows::map_err` maps sqlx's: a unique violation is a
-/// `Conflict` (naming the key), a foreign-key violation `NotFound`, a value that does not decode
-/// or another constraint corrupt data, anything else an unavailable database.
+/// `Conflict` (naming the key), a foreign-key violation or a missing row `NotFound`; another
+/// constraint, a value that does not decode or a damaged file corrupt data; anything else (a
+/// lock, I/O) an unavailable database.
 pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ffi;
     match &e {
@@ -138,6 +139,12 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
                 _ => StoreError::corrupt(format!("sqlite: {e}")),
             }
         }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) =>
+        {
+            StoreError::corrupt(format!("sqlite: {e}"))
+        }
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::corrupt(format!("sqlite: {e}")),

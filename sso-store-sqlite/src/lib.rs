@@ -103,8 +103,7 @@ impl SqliteStore {
         } else {
             pool.clone()
         };
-        let writer =
-            writer::Writer::new(sqlx_writer, fast.is_some().then_some(path), opts.connect_timeout, opts.busy_timeout);
+        let writer = writer::Writer::new(sqlx_writer, fast.is_some().then_some(path), opts.connect_timeout);
         Ok(SqliteStore { pool, writer, audit_table: None, fast })
     }
 
@@ -150,7 +149,7 @@ impl SqliteStore {
 
     /// Closes the pool (graceful shutdown).
     pub async fn close(&self) {
-        self.writer.pool().close().await;
+        self.writer.close().await;
         self.pool.close().await;
     }
 

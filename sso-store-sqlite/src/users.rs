@@ -22,8 +22,9 @@ use sso_store_sql::{
 struct Tx {
     audit_table: Option<std::sync::Arc<str>>,
     tx: Transaction<'static, Sqlite>,
-    /// This process's write turn, held until the transaction ends (declared after `tx`, so it
-    /// is released after a dropped transaction's rollback is queued).
+    /// This process's write turn, held until the transaction ends. A dropped transaction's
+    /// rollback is only queued on sqlx's worker thread when the turn is released; a direct
+    /// write that then finds the database still locked goes through sqlx, after the rollback.
     _turn: Turn,
 }
 

@@ -15,16 +15,19 @@
 //! cached pages in WAL mode, without `fsync` at commit (`synchronous = NORMAL`), costs tens of
 //! microseconds, so it runs where it is asked for.
 //!
-//! The direct connection never checkpoints by itself (`wal_autocheckpoint = 0`): a checkpoint
-//! `fsync`s, which must not happen on a runtime worker. Every [`CHECKPOINT_EVERY`] direct writes
-//! a task runs a passive checkpoint through sqlx's connection instead, on its worker thread.
-//! Other processes (the `sso` CLI) still meet the busy timeout. In-memory databases, which
-//! another connection cannot see, use sqlx for every write.
+//! Nothing on the direct path sleeps or `fsync`s on a runtime worker:
+//! - it has no busy timeout: a write that finds the database locked (by another process such as
+//!   the `sso` CLI, or by a dropped sqlx transaction whose rollback is still queued on sqlx's
+//!   worker thread) is handed to sqlx, whose worker thread waits out `store.busy_timeout`;
+//! - it never checkpoints by itself (`wal_autocheckpoint = 0`): every [`CHECKPOINT_EVERY`]
+//!   direct writes a task runs a passive checkpoint through sqlx's connection instead.
+//!
+//! In-memory databases, which another connection cannot see, use sqlx for every write.
 
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -49,12 +52,12 @@ pub(crate) struct Writer {
     /// The connection for single-statement writes on the calling task (file databases).
     direct: Option<Arc<Direct>>,
     /// How long a write waits for its turn (`store.connect_timeout`, as sqlx waits for a
-    /// connection): a turn never awaited back fails the writes behind it instead of hanging them.
+    /// connection): a turn never given back fails the writes behind it instead of hanging them.
     wait: Duration,
 }
 
 /// The write turn, held while a write runs; dereferences to sqlx's writer pool, so a statement
-/// runs with `.execute(&*writer.turn().await)` and the turn ends with the statement.
+/// runs with `.execute(&*writer.turn().await?)` and the turn ends with the statement.
 pub(crate) struct Turn {
     pool: SqlitePool,
     _turn: OwnedMutexGuard<()>,
@@ -68,22 +71,39 @@ impl Deref for Turn {
     }
 }
 
-/// A read-write `rusqlite` connection, opened on first use.
+/// A read-write `rusqlite` connection, opened on first use, without a busy timeout: a write
+/// that finds the database locked goes to sqlx instead of sleeping on a runtime worker.
 #[derive(Debug)]
 struct Direct {
     path: PathBuf,
-    busy: Duration,
     conn: Mutex<Option<Connection>>,
+    /// Set by [`Writer::close`]: writes go to sqlx's closed pool and fail.
+    closed: AtomicBool,
     /// Direct writes since the last checkpoint was started.
     since_checkpoint: AtomicU32,
 }
 
+/// What a direct write came to.
+enum Outcome<T> {
+    /// It ran (or failed for a reason sqlx would fail for too).
+    Ran(Result<T, StoreError>),
+    /// The database was locked: by another process's write, or by a dropped sqlx transaction
+    /// whose rollback still waits on sqlx's worker thread. Nothing was written.
+    Busy,
+}
+
 impl Writer {
     /// A writer over sqlx's `pool`, with a direct connection to `path` when it is given; a write
-    /// waits at most `wait` for its turn and `busy` for another process's write.
-    pub(crate) fn new(pool: SqlitePool, path: Option<PathBuf>, wait: Duration, busy: Duration) -> Writer {
-        let direct = path
-            .map(|path| Arc::new(Direct { path, busy, conn: Mutex::new(None), since_checkpoint: AtomicU32::new(0) }));
+    /// waits at most `wait` for its turn.
+    pub(crate) fn new(pool: SqlitePool, path: Option<PathBuf>, wait: Duration) -> Writer {
+        let direct = path.map(|path| {
+            Arc::new(Direct {
+                path,
+                conn: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                since_checkpoint: AtomicU32::new(0),
+            })
+        });
         Writer { pool, turn: Arc::new(tokio::sync::Mutex::new(())), direct, wait }
     }
 
@@ -98,13 +118,26 @@ impl Writer {
             .map_err(|_| StoreError::unavailable("sqlite: timed out waiting for this process's write turn"))
     }
 
-    /// sqlx's writer pool, for what is not a write of the data (closing, a health ping).
+    /// sqlx's writer pool, for what is not a write of the data (a health ping).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Runs one write on the calling task over the direct connection, in turn; `None` when the
-    /// database has none (in memory): the caller then writes through sqlx.
+    /// Ends the direct writes (after the one running, if any) and closes sqlx's writer.
+    pub(crate) async fn close(&self) {
+        let turn = self.wait_turn().await;
+        if let Some(d) = &self.direct {
+            d.closed.store(true, Ordering::Relaxed);
+            d.lock().take();
+        }
+        drop(turn);
+        self.pool.close().await;
+    }
+
+    /// Runs one write on the calling task over the direct connection, in turn. `None` when the
+    /// database has no direct connection (in memory, closed) or was locked (see [`Outcome::Busy`]):
+    /// the caller then writes through sqlx, whose worker thread waits out the busy timeout and
+    /// runs after any rollback queued there.
     ///
     /// `rusqlite` binds by position, sqlx by the number in `$N`. A statement written for both
     /// numbers its parameters `?N` (SQLite's own numbering) or uses `$1, $2, …` in order of first
@@ -113,23 +146,29 @@ impl Writer {
         &self,
         write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Option<Result<T, StoreError>> {
-        let direct = self.direct.as_ref()?;
+        let direct = self.direct.as_ref().filter(|d| !d.closed.load(Ordering::Relaxed))?;
         let turn = match self.wait_turn().await {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
-        let out = direct.run(write);
-        if direct.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINT_EVERY {
+        let out = match direct.run(write) {
+            Outcome::Ran(r) => r,
+            Outcome::Busy => return None,
+        };
+        drop(turn);
+        if out.is_ok() && direct.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINT_EVERY {
             direct.since_checkpoint.store(0, Ordering::Relaxed);
             self.checkpoint_later();
         }
-        drop(turn);
         Some(out)
     }
 
     /// Starts a passive checkpoint through sqlx's connection (its worker thread does the
-    /// `fsync`s), in turn. Outside a runtime there is nothing to run it on; the next sqlx
-    /// commit's automatic checkpoint does it then.
+    /// `fsync`s), in turn: writes wait for it (on the runtime, asleep), as they waited for
+    /// SQLite's automatic checkpoint inside a commit. Without the turn the WAL would never
+    /// restart under a steady stream of writes: it restarts only when a write begins after a
+    /// checkpoint copied every frame. Outside a runtime there is nothing to run it on; the next
+    /// sqlx commit's automatic checkpoint does it then.
     fn checkpoint_later(&self) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         let (pool, turn) = (self.pool.clone(), self.turn.clone());
@@ -143,39 +182,53 @@ impl Writer {
 }
 
 impl Direct {
-    /// Runs `write` on the connection (opened first if needed). A connection that failed is
-    /// dropped and opened afresh next time.
-    fn run<T>(&self, write: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let mut slot = self.conn.lock().map_err(|_| StoreError::unavailable("sqlite: direct writer poisoned"))?;
+    /// The connection slot. A write that panicked (none does) leaves no connection behind.
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.conn.lock().unwrap_or_else(|poisoned| {
+            self.conn.clear_poison();
+            let mut slot = poisoned.into_inner();
+            *slot = None;
+            slot
+        })
+    }
+
+    /// Runs `write` on the connection (opened first if needed). A connection SQLite reported a
+    /// failure of (other than a constraint or a lock) is dropped and opened afresh next time.
+    fn run<T>(&self, write: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Outcome<T> {
+        let mut slot = self.lock();
         let conn = match slot.take() {
             Some(c) => c,
-            None => self.open().map_err(map_err)?,
+            None => match self.open() {
+                Ok(c) => c,
+                Err(e) => return Outcome::Ran(Err(map_err(e))),
+            },
         };
-        match write(&conn) {
-            Ok(v) => {
-                *slot = Some(conn);
-                Ok(v)
+        let out = write(&conn);
+        let (keep, outcome) = match out {
+            Ok(v) => (true, Outcome::Ran(Ok(v))),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                (true, Outcome::Busy)
             }
             Err(e) => {
-                // A constraint or a busy database leaves the connection sound; anything else
-                // (I/O, corruption) gets a fresh one.
-                if matches!(&e, rusqlite::Error::SqliteFailure(f, _)
-                    if matches!(f.code, rusqlite::ErrorCode::ConstraintViolation
-                        | rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-                {
-                    *slot = Some(conn);
-                }
-                Err(map_err(e))
+                let sqlite_failed = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+                    if f.code != rusqlite::ErrorCode::ConstraintViolation);
+                (!sqlite_failed, Outcome::Ran(Err(map_err(e))))
             }
+        };
+        if keep {
+            *slot = Some(conn);
         }
+        outcome
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(self.busy)?;
-        // The settings sqlx's connections have (WAL is a property of the file), and no
-        // automatic checkpoint (see the module documentation).
+        // No busy timeout (see `Outcome::Busy`); the settings sqlx's connections have (WAL is a
+        // property of the file); no automatic checkpoint (see the module documentation).
+        conn.busy_timeout(Duration::ZERO)?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
         Ok(conn)
     }

@@ -94,6 +94,90 @@ async fn direct_writes_and_transactions_take_turns() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
 }
 
+/// A dropped transaction's rollback waits on sqlx's worker thread while the database is still
+/// locked: the writes right after it (a counter, a session) go through sqlx,
+/// after the rollback, instead of failing or sleeping in SQLite's busy handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_right_after_a_dropped_transaction() {
+    use sso_core::model::UserPatch;
+    use sso_core::time::Timestamp;
+    let stores = fresh().await;
+    let f = Fixture::with(stores.clone(), |_| {}).await;
+    let (id, ust) = f.user_with_session("dropped", false).await;
+    let session = stores.sessions.get(&ust.session_id().unwrap()).await.unwrap().unwrap();
+    let now = Timestamp::from_secs(4_000_000_000);
+    for i in 0..20 {
+        let mut tx = stores.users.begin().await.unwrap();
+        let patch = UserPatch { display_name: Some(Some(format!("never {i}"))), ..Default::default() };
+        tx.update_user(&id, &patch).await.unwrap();
+        drop(tx);
+        stores.counters.record_failure("user:dropped", now, std::time::Duration::from_secs(60)).await.unwrap();
+        let mut again = session.clone();
+        let fresh_ust = sso_core::secret::Ust::generate().unwrap();
+        (again.session_id, again.ust_hash) = (fresh_ust.session_id().unwrap(), fresh_ust.hash());
+        stores.sessions.create(&again).await.unwrap();
+    }
+    let user = stores.users.get_by_id(&id).await.unwrap().unwrap();
+    assert_ne!(user.display_name.as_deref(), Some("never 19"), "the dropped transactions were rolled back");
+    assert_eq!(stores.counters.get("user:dropped", now).await.unwrap().unwrap().0, 20);
+    assert_eq!(stores.sessions.list_by_user(&id).await.unwrap().len(), 21);
+}
+
+/// Another process's write transaction locks the database: a write waits for it on sqlx's
+/// worker thread, not on the runtime (a single-threaded runtime keeps running meanwhile), and
+/// lands when the lock goes.
+#[tokio::test(flavor = "current_thread")]
+async fn another_process_lock_never_blocks_the_runtime() {
+    use sso_core::time::Timestamp;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("sso.db");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), &SqliteOptions::default()).await.unwrap();
+    store.migrate().await.unwrap();
+    let stores = store.stores();
+    let now = Timestamp::from_secs(4_000_000_000);
+    // Open the direct connection first, then lock the file from a connection of "another process".
+    stores.counters.reset("ip:warm").await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ('other', 1, 0, NULL, 0);").unwrap();
+    let write = tokio::spawn({
+        let stores = stores.clone();
+        async move { stores.counters.record_failure("ip:locked", now, std::time::Duration::from_secs(60)).await }
+    });
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000), "the runtime stalled: {:?}", started.elapsed());
+    assert!(!write.is_finished(), "the write waits for the lock");
+    other.execute_batch("COMMIT").unwrap();
+    assert_eq!(write.await.unwrap().unwrap().0, 1);
+}
+
+/// The direct path's errors and effects are the sqlx path's: a taken session id is a conflict;
+/// deleting a session deletes its attributes (foreign keys on); a closed store writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_write_errors_cascades_and_close() {
+    use sso_core::StoreError;
+    use sso_core::model::{AttrScope, AttrWrite};
+    use sso_core::time::Timestamp;
+    let store = fresh_store().await;
+    let stores = store.stores();
+    let f = Fixture::with(stores.clone(), |_| {}).await;
+    let (_, ust) = f.user_with_session("errs", false).await;
+    let session = stores.sessions.get(&ust.session_id().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stores.sessions.create(&session).await, Err(StoreError::Conflict { what: "session_id" }));
+    let now = Timestamp::from_secs(4_000_000_000);
+    let attr = AttrWrite { name: "a".into(), value: "1".into(), is_encrypted: false, expiration_time: Some(None) };
+    let sid = session.session_id.as_str();
+    stores.session_attrs.create_many(AttrScope::Session, sid, &[attr], now).await.unwrap();
+    assert_eq!(stores.session_attrs.names(AttrScope::Session, sid, now).await.unwrap(), vec!["a".to_owned()]);
+    assert!(stores.sessions.delete(&session.session_id).await.unwrap());
+    assert!(stores.session_attrs.names(AttrScope::Session, sid, now).await.unwrap().is_empty(), "cascaded");
+    store.close().await;
+    assert!(stores.counters.reset("ip:closed").await.is_err(), "a closed store writes nothing");
+    assert!(stores.sessions.delete(&session.session_id).await.is_err());
+}
+
 /// The direct writer never checkpoints on the calling task; the checkpoints it starts through
 /// sqlx keep the WAL from growing with every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
