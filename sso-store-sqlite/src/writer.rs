@@ -5,8 +5,8 @@
 //! process first takes its [`Turn`], and then runs either
 //! - through sqlx's writer connection (transactions, migrations, bulk deletes), or
 //! - for the single-statement writes of the login and verify paths (throttle counters, TOTP
-//!   replay markers, session create/extend/delete), directly on the calling task over a
-//!   `rusqlite` connection to the same file ([`Writer::direct`]).
+//!   replay markers, session create/extend/delete, the `sql` audit sink's record), directly on
+//!   the calling task over a `rusqlite` connection to the same file ([`Writer::direct`]).
 //!
 //! Why the direct path: sqlx runs each statement on its connection's worker thread and, when the
 //! pool gets the connection back, pings that thread once more. That is two hand-offs to another
