@@ -9,7 +9,6 @@ use sso_store_sql::audit::{self as sql, Flavor};
 
 use crate::SqliteStore;
 use crate::rows::{R, bind, bind_all, map_err};
-use crate::writer;
 
 fn err(e: impl std::fmt::Display) -> AuditError {
     AuditError { sink: "sql".into(), detail: e.to_string() }
@@ -70,19 +69,12 @@ impl AuditSink for SqlAuditSink {
 
     async fn write(&self, record: &AuditRecord) -> Result<(), AuditError> {
         // One record per call (a login's, a verify's): on the calling task (see `writer`).
-        let text = sql::insert_sql(&self.table);
-        let direct = self.store.writer.direct(|c| {
-            let values = sql::audit_values(record).into_iter().map(writer::value);
-            c.prepare_cached(&text)?.execute(rusqlite::params_from_iter(values))
-        });
-        if let Some(r) = direct.await {
-            return r.map(|_| ()).map_err(err);
-        }
-        bind_all(sqlx::query(AssertSqlSafe(text)), sql::audit_values(record))
-            .execute(&*self.store.writer.turn().await.map_err(err)?)
+        self.store
+            .writer
+            .execute(&sql::insert_sql(&self.table), sql::audit_values(record))
             .await
-            .map_err(err)?;
-        Ok(())
+            .map(|_| ())
+            .map_err(err)
     }
 
     async fn query(&self, q: &AuditQuery) -> Result<Option<AuditPage>, AuditError> {

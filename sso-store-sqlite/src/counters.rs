@@ -10,6 +10,7 @@ use sso_core::time::Timestamp;
 use crate::SqliteStore;
 use crate::fast_read;
 use crate::rows::map_err;
+use sso_store_sql::Val;
 
 /// A live counter's value and last time.
 const COUNTER_SQL: &str = "SELECT value, last_at FROM sso_counter WHERE key = $1 AND expires_at > $2";
@@ -37,8 +38,14 @@ impl CounterStore for SqliteStore {
         let (now, expires) = (now.as_micros(), now.plus(ttl).as_micros());
         // The throttle reservation of every login: on the calling task (see `writer`).
         let direct = self.writer.direct(|c| {
-            c.prepare_cached(RECORD_FAILURE_SQL)?
-                .query_row(rusqlite::params![key, now, expires], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))
+            let mut stmt = c.prepare_cached(RECORD_FAILURE_SQL)?;
+            let mut rows = stmt.query(rusqlite::params![key, now, expires])?;
+            let row = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            let counted: (i64, Option<i64>) = (row.get(0)?, row.get(1)?);
+            // The statement commits when it finishes: step it to the end so a failed commit
+            // is an error, not a count that was never stored.
+            while rows.next()?.is_some() {}
+            Ok(counted)
         });
         let (value, prev): (i64, Option<i64>) = match direct.await {
             Some(r) => r?,
@@ -84,35 +91,13 @@ impl CounterStore for SqliteStore {
 
     async fn reset(&self, key: &str) -> StoreResult<()> {
         // Every successful login clears its user's counter: on the calling task.
-        if let Some(r) = self.writer.direct(|c| c.prepare_cached(RESET_SQL)?.execute([key])).await {
-            return r.map(|_| ());
-        }
-        sqlx::query(RESET_SQL).bind(key).execute(&*self.writer.turn().await?).await.map_err(map_err)?;
-        Ok(())
+        self.writer.execute(RESET_SQL, vec![Val::text(key)]).await.map(|_| ())
     }
 
     async fn advance_step(&self, key: &str, step: u64, now: Timestamp, ttl: Duration) -> StoreResult<bool> {
-        let (step, now, expires) =
-            (i64::try_from(step).unwrap_or(i64::MAX), now.as_micros(), now.plus(ttl).as_micros());
         // The TOTP replay check of every login with a code: on the calling task.
-        let direct = self
-            .writer
-            .direct(|c| c.prepare_cached(ADVANCE_STEP_SQL)?.execute(rusqlite::params![key, step, now, expires]));
-        let changed = match direct.await {
-            Some(r) => r?,
-            None => {
-                let r = sqlx::query(ADVANCE_STEP_SQL)
-                    .bind(key)
-                    .bind(step)
-                    .bind(now)
-                    .bind(expires)
-                    .execute(&*self.writer.turn().await?)
-                    .await
-                    .map_err(map_err)?;
-                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
-            }
-        };
-        Ok(changed == 1)
+        let values = vec![Val::text(key), Val::uint(step), Val::ts(now), Val::ts(now.plus(ttl))];
+        Ok(self.writer.execute(ADVANCE_STEP_SQL, values).await? == 1)
     }
 
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 use sso_core::StoreError;
 use sso_core::ids::{SessionId, UserId};
 use sso_core::model::{HistoryEntry, SessionRecord};
@@ -12,9 +12,8 @@ use sso_core::time::Timestamp;
 
 use crate::SqliteStore;
 use crate::fast_read::RowHalf;
-use crate::rows::{Part, R, bind_all, map_err};
-use crate::writer;
-use sso_store_sql::{history_json, insert_session_sql, session_from_row, session_values, user_from_row};
+use crate::rows::{Part, R, map_err};
+use sso_store_sql::{Val, history_json, insert_session_sql, session_from_row, session_values, user_from_row};
 
 /// A session and its user in one row, split at the `sso_split` column.
 const JOINED_SQL: &str = "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
@@ -33,19 +32,7 @@ const SESSION_SQL: &str = "SELECT s.*, 0 AS sso_split FROM sso_session s WHERE s
 impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
         // Every login's session: on the calling task (see `writer`).
-        let sql = insert_session_sql();
-        let direct = self.writer.direct(|c| {
-            let values = session_values(record).into_iter().map(writer::value);
-            c.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))
-        });
-        if let Some(r) = direct.await {
-            return r.map(|_| ());
-        }
-        bind_all(sqlx::query(AssertSqlSafe(sql)), session_values(record))
-            .execute(&*self.writer.turn().await?)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.writer.execute(&insert_session_sql(), session_values(record)).await.map(|_| ())
     }
 
     async fn get(&self, session_id: &SessionId) -> StoreResult<Option<SessionRecord>> {
@@ -87,21 +74,8 @@ impl SessionStore for SqliteStore {
 
     async fn extend(&self, session_id: &SessionId, new_expiration: Timestamp) -> StoreResult<bool> {
         // The sliding expiry of a verify (`session.renew_on_use`): on the calling task.
-        let (id, exp) = (session_id.as_str(), new_expiration.as_micros());
-        let direct = self.writer.direct(|c| c.prepare_cached(EXTEND_SQL)?.execute(rusqlite::params![id, exp]));
-        let changed = match direct.await {
-            Some(r) => r?,
-            None => {
-                let r = sqlx::query(EXTEND_SQL)
-                    .bind(id)
-                    .bind(exp)
-                    .execute(&*self.writer.turn().await?)
-                    .await
-                    .map_err(map_err)?;
-                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
-            }
-        };
-        Ok(changed == 1)
+        let values = vec![Val::text(session_id.as_str()), Val::ts(new_expiration)];
+        Ok(self.writer.execute(EXTEND_SQL, values).await? == 1)
     }
 
     async fn set_epoch(&self, session_id: &SessionId, epoch: u64) -> StoreResult<bool> {
@@ -145,15 +119,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete(&self, session_id: &SessionId) -> StoreResult<bool> {
         // Logout: on the calling task.
-        let id = session_id.as_str();
-        let changed = match self.writer.direct(|c| c.prepare_cached(DELETE_SQL)?.execute([id])).await {
-            Some(r) => r?,
-            None => {
-                let r = sqlx::query(DELETE_SQL).bind(id).execute(&*self.writer.turn().await?).await.map_err(map_err)?;
-                usize::try_from(r.rows_affected()).unwrap_or(usize::MAX)
-            }
-        };
-        Ok(changed == 1)
+        Ok(self.writer.execute(DELETE_SQL, vec![Val::text(session_id.as_str())]).await? == 1)
     }
 
     async fn list_by_user(&self, user_id: &UserId) -> StoreResult<Vec<SessionRecord>> {

@@ -22,9 +22,10 @@ use sso_store_sql::{
 struct Tx {
     audit_table: Option<std::sync::Arc<str>>,
     tx: Transaction<'static, Sqlite>,
-    /// This process's write turn, held until the transaction ends. A dropped transaction's
-    /// rollback is only queued on sqlx's worker thread when the turn is released; a direct
-    /// write that then finds the database still locked goes through sqlx, after the rollback.
+    /// This process's write turn, held until the transaction ends. Declared after `tx`, so a
+    /// dropped transaction queues its rollback on sqlx's worker thread before the turn goes;
+    /// the rollback may still be running then, and a direct write that finds the database
+    /// locked goes through sqlx, after it.
     _turn: Turn,
 }
 

@@ -15,7 +15,8 @@
 //! cached pages in WAL mode, without `fsync` at commit (`synchronous = NORMAL`), costs tens of
 //! microseconds, so it runs where it is asked for.
 //!
-//! Nothing on the direct path sleeps or `fsync`s on a runtime worker:
+//! Nothing on the direct path sleeps on a runtime worker, and it `fsync`s there only once per
+//! checkpoint cycle (the first write after the WAL restarts syncs the new WAL header):
 //! - it has no busy timeout: a write that finds the database locked (by another process such as
 //!   the `sso` CLI, or by a dropped sqlx transaction whose rollback is still queued on sqlx's
 //!   worker thread) is handed to sqlx, whose worker thread waits out `store.busy_timeout`;
@@ -151,16 +152,31 @@ impl Writer {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
+        // Closed while this write waited for its turn: sqlx's closed pool answers.
+        if direct.closed.load(Ordering::Relaxed) {
+            return None;
+        }
         let out = match direct.run(write) {
             Outcome::Ran(r) => r,
             Outcome::Busy => return None,
         };
-        drop(turn);
-        if out.is_ok() && direct.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1 >= CHECKPOINT_EVERY {
-            direct.since_checkpoint.store(0, Ordering::Relaxed);
+        if out.is_ok() && (direct.since_checkpoint.fetch_add(1, Ordering::Relaxed) + 1) % CHECKPOINT_EVERY == 0 {
             self.checkpoint_later();
         }
+        drop(turn);
         Some(out)
+    }
+
+    /// Runs one single-statement write with `values` bound: on the calling task when it can
+    /// (see [`Writer::direct`]), else through sqlx. The number of rows it changed.
+    pub(crate) async fn execute(&self, sql: &str, values: Vec<Val>) -> Result<u64, StoreError> {
+        let direct =
+            self.direct(|c| c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.iter().map(value))));
+        if let Some(r) = direct.await {
+            return r.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
+        }
+        let q = crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), values);
+        Ok(q.execute(&*self.turn().await?).await.map_err(crate::rows::map_err)?.rows_affected())
     }
 
     /// Starts a passive checkpoint through sqlx's connection (its worker thread does the
@@ -174,6 +190,9 @@ impl Writer {
         let (pool, turn) = (self.pool.clone(), self.turn.clone());
         rt.spawn(async move {
             let _turn = turn.lock_owned().await;
+            if pool.is_closed() {
+                return;
+            }
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
@@ -236,14 +255,14 @@ impl Direct {
 
 /// A bound value in `rusqlite`'s types: SQLite's representation of [`Val`] (times as Unix
 /// microseconds, booleans as 0/1, JSON as text), the same as `rows::bind` gives sqlx.
-pub(crate) fn value(v: Val) -> rusqlite::types::Value {
+fn value(v: &Val) -> rusqlite::types::Value {
     use rusqlite::types::Value;
     match v {
-        Val::Text(Some(t)) | Val::Json(Some(t)) => Value::Text(t),
-        Val::Int(Some(i)) => Value::Integer(i),
-        Val::Bool(Some(b)) => Value::Integer(i64::from(b)),
+        Val::Text(Some(t)) | Val::Json(Some(t)) => Value::Text(t.clone()),
+        Val::Int(Some(i)) => Value::Integer(*i),
+        Val::Bool(Some(b)) => Value::Integer(i64::from(*b)),
         Val::Ts(Some(t)) => Value::Integer(t.as_micros()),
-        Val::Blob(Some(b)) => Value::Blob(b),
+        Val::Blob(Some(b)) => Value::Blob(b.clone()),
         Val::Text(None) | Val::Json(None) | Val::Int(None) | Val::Bool(None) | Val::Ts(None) | Val::Blob(None) => {
             Value::Null
         }

@@ -91,7 +91,7 @@ async fn direct_writes_and_transactions_take_turns() {
     }
     let (n, _) = stores.counters.get("user:turns", Timestamp::from_secs(4_000_000_000)).await.unwrap().unwrap();
     assert_eq!(n, 20);
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
 }
 
 /// A dropped transaction's rollback waits on sqlx's worker thread while the database is still
@@ -147,7 +147,7 @@ async fn another_process_lock_never_blocks_the_runtime() {
     for _ in 0..10 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(started.elapsed() < std::time::Duration::from_millis(1000), "the runtime stalled: {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "the runtime stalled: {:?}", started.elapsed());
     assert!(!write.is_finished(), "the write waits for the lock");
     other.execute_batch("COMMIT").unwrap();
     assert_eq!(write.await.unwrap().unwrap().0, 1);
