@@ -147,12 +147,12 @@ impl Writer {
         &self,
         write: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Option<Result<T, StoreError>> {
-        let direct = self.direct.as_ref().filter(|d| !d.closed.load(Ordering::Relaxed))?;
+        let direct = self.direct.as_ref()?;
         let turn = match self.wait_turn().await {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
-        // Closed while this write waited for its turn: sqlx's closed pool answers.
+        // Closed (before or while this write waited for its turn): sqlx's closed pool answers.
         if direct.closed.load(Ordering::Relaxed) {
             return None;
         }

@@ -5,14 +5,36 @@ use sso_core::store::Stores;
 use sso_core::testing::Fixture;
 use sso_store_sqlite::{SqliteOptions, SqliteStore};
 
-/// A fresh database in a temporary directory (kept alive for the process).
-async fn fresh_store() -> SqliteStore {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.keep().join("sso.db");
+/// A fresh database in a temporary directory (kept alive for the process), and its file.
+async fn fresh_store_at() -> (SqliteStore, std::path::PathBuf) {
+    let path = tempfile::tempdir().unwrap().keep().join("sso.db");
     let store = SqliteStore::open(&format!("sqlite://{}", path.display()), &SqliteOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
-    store
+    (store, path)
 }
+
+/// A fresh database in a temporary directory (kept alive for the process).
+async fn fresh_store() -> SqliteStore {
+    fresh_store_at().await.0
+}
+
+/// A fresh database with user `name` logged in once: the store, the user's id and the session.
+async fn store_with_session(name: &str) -> (SqliteStore, sso_core::ids::UserId, sso_core::model::SessionRecord) {
+    let store = fresh_store().await;
+    let stores = store.stores();
+    let f = Fixture::with(stores.clone(), |_| {}).await;
+    let (id, ust) = f.user_with_session(name, false).await;
+    let session = stores.sessions.get(&ust.session_id().unwrap()).await.unwrap().unwrap();
+    (store, id, session)
+}
+
+/// The time of the store-level writes below (any fixed time does).
+fn at() -> sso_core::time::Timestamp {
+    sso_core::time::Timestamp::from_secs(4_000_000_000)
+}
+
+/// A throttle counter's lifetime in the tests below.
+const TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn fresh() -> Stores {
     fresh_store().await.stores()
@@ -64,11 +86,8 @@ mod in_memory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_writes_and_transactions_take_turns() {
     use sso_core::model::UserPatch;
-    use sso_core::time::Timestamp;
-    let store = fresh_store().await;
+    let (store, id, _) = store_with_session("turns").await;
     let stores = store.stores();
-    let f = Fixture::with(stores.clone(), |_| {}).await;
-    let (id, _) = f.user_with_session("turns", false).await;
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..40u32 {
@@ -81,15 +100,14 @@ async fn direct_writes_and_transactions_take_turns() {
                 tx.update_user(&id, &patch).await.unwrap();
                 tx.commit().await.unwrap();
             } else {
-                let now = Timestamp::from_secs(4_000_000_000);
-                s.counters.record_failure("user:turns", now, std::time::Duration::from_secs(60)).await.unwrap();
+                s.counters.record_failure("user:turns", at(), TTL).await.unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let (n, _) = stores.counters.get("user:turns", Timestamp::from_secs(4_000_000_000)).await.unwrap().unwrap();
+    let (n, _) = stores.counters.get("user:turns", at()).await.unwrap().unwrap();
     assert_eq!(n, 20);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
 }
@@ -100,18 +118,14 @@ async fn direct_writes_and_transactions_take_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_right_after_a_dropped_transaction() {
     use sso_core::model::UserPatch;
-    use sso_core::time::Timestamp;
-    let stores = fresh().await;
-    let f = Fixture::with(stores.clone(), |_| {}).await;
-    let (id, ust) = f.user_with_session("dropped", false).await;
-    let session = stores.sessions.get(&ust.session_id().unwrap()).await.unwrap().unwrap();
-    let now = Timestamp::from_secs(4_000_000_000);
+    let (store, id, session) = store_with_session("dropped").await;
+    let stores = store.stores();
     for i in 0..20 {
         let mut tx = stores.users.begin().await.unwrap();
         let patch = UserPatch { display_name: Some(Some(format!("never {i}"))), ..Default::default() };
         tx.update_user(&id, &patch).await.unwrap();
         drop(tx);
-        stores.counters.record_failure("user:dropped", now, std::time::Duration::from_secs(60)).await.unwrap();
+        stores.counters.record_failure("user:dropped", at(), TTL).await.unwrap();
         let mut again = session.clone();
         let fresh_ust = sso_core::secret::Ust::generate().unwrap();
         (again.session_id, again.ust_hash) = (fresh_ust.session_id().unwrap(), fresh_ust.hash());
@@ -119,7 +133,7 @@ async fn writes_right_after_a_dropped_transaction() {
     }
     let user = stores.users.get_by_id(&id).await.unwrap().unwrap();
     assert_ne!(user.display_name.as_deref(), Some("never 19"), "the dropped transactions were rolled back");
-    assert_eq!(stores.counters.get("user:dropped", now).await.unwrap().unwrap().0, 20);
+    assert_eq!(stores.counters.get("user:dropped", at()).await.unwrap().unwrap().0, 20);
     assert_eq!(stores.sessions.list_by_user(&id).await.unwrap().len(), 21);
 }
 
@@ -128,20 +142,15 @@ async fn writes_right_after_a_dropped_transaction() {
 /// lands when the lock goes.
 #[tokio::test(flavor = "current_thread")]
 async fn another_process_lock_never_blocks_the_runtime() {
-    use sso_core::time::Timestamp;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("sso.db");
-    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), &SqliteOptions::default()).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, path) = fresh_store_at().await;
     let stores = store.stores();
-    let now = Timestamp::from_secs(4_000_000_000);
     // Open the direct connection first, then lock the file from a connection of "another process".
     stores.counters.reset("ip:warm").await.unwrap();
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; INSERT INTO sso_counter (key, value, last_at, prev_at, expires_at) VALUES ('other', 1, 0, NULL, 0);").unwrap();
     let write = tokio::spawn({
         let stores = stores.clone();
-        async move { stores.counters.record_failure("ip:locked", now, std::time::Duration::from_secs(60)).await }
+        async move { stores.counters.record_failure("ip:locked", at(), TTL).await }
     });
     let started = std::time::Instant::now();
     for _ in 0..10 {
@@ -159,14 +168,10 @@ async fn another_process_lock_never_blocks_the_runtime() {
 async fn direct_write_errors_cascades_and_close() {
     use sso_core::StoreError;
     use sso_core::model::{AttrScope, AttrWrite};
-    use sso_core::time::Timestamp;
-    let store = fresh_store().await;
+    let (store, _, session) = store_with_session("errs").await;
     let stores = store.stores();
-    let f = Fixture::with(stores.clone(), |_| {}).await;
-    let (_, ust) = f.user_with_session("errs", false).await;
-    let session = stores.sessions.get(&ust.session_id().unwrap()).await.unwrap().unwrap();
     assert_eq!(stores.sessions.create(&session).await, Err(StoreError::Conflict { what: "session_id" }));
-    let now = Timestamp::from_secs(4_000_000_000);
+    let now = at();
     let attr = AttrWrite { name: "a".into(), value: "1".into(), is_encrypted: false, expiration_time: Some(None) };
     let sid = session.session_id.as_str();
     stores.session_attrs.create_many(AttrScope::Session, sid, &[attr], now).await.unwrap();
@@ -182,20 +187,15 @@ async fn direct_write_errors_cascades_and_close() {
 /// sqlx keep the WAL from growing with every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_writes_keep_the_wal_bounded() {
-    use sso_core::time::Timestamp;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("sso.db");
-    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), &SqliteOptions::default()).await.unwrap();
-    store.migrate().await.unwrap();
+    let (store, path) = fresh_store_at().await;
     let stores = store.stores();
-    let now = Timestamp::from_secs(4_000_000_000);
     for i in 0..4000 {
-        stores.counters.record_failure(&format!("ip:{i}"), now, std::time::Duration::from_secs(60)).await.unwrap();
+        stores.counters.record_failure(&format!("ip:{i}"), at(), TTL).await.unwrap();
     }
-    let wal = std::fs::metadata(dir.join("sso.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(path.with_extension("db-wal")).map(|m| m.len()).unwrap_or(0);
     // Each write adds 2–3 pages of 4 KiB: ≈ 40 MiB without checkpoints.
     assert!(wal < 12 << 20, "WAL is {wal} bytes");
-    assert!(stores.counters.get("ip:3999", now).await.unwrap().is_some());
+    assert!(stores.counters.get("ip:3999", at()).await.unwrap().is_some());
 }
 
 #[tokio::test]
