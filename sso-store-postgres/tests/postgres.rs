@@ -26,9 +26,12 @@ fn admin_url() -> Option<String> {
     }
 }
 
-/// A fresh, migrated database.
+/// A fresh, migrated database, named after this process (see `sso_testkit::drop_ended_databases`,
+/// called once per process to drop the databases of ended ones).
 pub async fn fresh_store() -> Option<PgStore> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
     let admin = admin_url()?;
+    SWEPT.call_once(|| sso_testkit::drop_ended_databases(&admin, "sso_t_"));
     let name = format!(
         "sso_t_{}_{}_{}",
         std::process::id(),

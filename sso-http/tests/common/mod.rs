@@ -40,21 +40,28 @@ fn require(var: &str) -> Option<String> {
     }
 }
 
+/// A fresh database named after this process; the first call of a process drops those of ended
+/// processes (`sso_testkit::drop_ended_databases`).
+async fn e2e_database(admin: &str) -> String {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| sso_testkit::drop_ended_databases(admin, "sso_e2e_"));
+    let name = format!("sso_e2e_{}_{}", std::process::id(), sso_core::ids::Cid::generate());
+    sso_store_postgres::PgStore::create_database(admin, &name).await.unwrap()
+}
+
 /// The `[store]` section for `store`, or `None` when its server is not available (skip).
 pub async fn store_toml(store: Store) -> Option<String> {
     match store {
         Store::Sqlite => Some("[store]\nusers = \"sqlite://./sso.db\"\n".into()),
         Store::Postgres => {
             let admin = require("DATABASE_URL")?;
-            let name = format!("sso_e2e_{}", sso_core::ids::Cid::generate());
-            let url = sso_store_postgres::PgStore::create_database(&admin, &name).await.unwrap();
+            let url = e2e_database(&admin).await;
             Some(format!("[store]\nusers = {url:?}\n"))
         }
         Store::Mixed => {
             let admin = require("DATABASE_URL")?;
             let redis = require("REDIS_URL")?;
-            let name = format!("sso_e2e_{}", sso_core::ids::Cid::generate());
-            let url = sso_store_postgres::PgStore::create_database(&admin, &name).await.unwrap();
+            let url = e2e_database(&admin).await;
             let prefix = format!("e2e{}:", sso_core::ids::Cid::generate());
             Some(format!("[store]\nusers = {url:?}\nsessions = {redis:?}\nredis_prefix = {prefix:?}\n"))
         }
