@@ -13,6 +13,7 @@ use hyper::Method;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
+use crate::cpu;
 use crate::harness::{cores, ms, ratio, rss_kib, scratch, secs, warmup};
 use crate::loadgen::{self, Load};
 use crate::server::{self, SsoServer};
@@ -40,6 +41,8 @@ struct Tool {
     ops_per_s: f64,
     p50: Duration,
     p99: Duration,
+    /// Where the machine's CPU went while it ran.
+    cpu: cpu::Use,
 }
 
 struct VerifyRun {
@@ -52,6 +55,8 @@ struct VerifyRun {
     rss_peak_kib: u64,
     /// The trivial handler's req/s in the slices paired with this run's (interleaved runs).
     paired_baseline: Option<f64>,
+    /// Where the machine's CPU went in this run's load windows.
+    cpu: cpu::Use,
 }
 
 fn load_of(addr: std::net::SocketAddr, bodies: Vec<Bytes>) -> Load {
@@ -121,8 +126,13 @@ async fn prepare(label: &str, slug: &str, config: String) -> Result<Prepared, St
     })
 }
 
-/// One load window on `p` (after `warm`), with the server's peak RSS sampled every 200 ms.
-async fn load_window(p: &Prepared, warm: Duration, window: Duration) -> Result<(loadgen::Outcome, u64), String> {
+/// One load window on `p` (after `warm`), with the server's peak RSS sampled every 200 ms and
+/// the machine's CPU use during the load.
+async fn load_window(
+    p: &Prepared,
+    warm: Duration,
+    window: Duration,
+) -> Result<(loadgen::Outcome, u64, cpu::Use), String> {
     let pid = p.server.pid();
     let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(p.rss_idle_kib)));
     let sampler = {
@@ -139,17 +149,19 @@ async fn load_window(p: &Prepared, warm: Duration, window: Duration) -> Result<(
     let mut load = load_of(p.server.addr, p.bodies.clone());
     load.warmup = warm;
     load.window = window;
+    let cpu_at = cpu::Snapshot::take();
     let out = loadgen::run(&load).await;
+    let cpu = cpu_at.since();
     // Whatever the server still does after the load (draining its read-audit queue into the
     // sinks) finishes before anything else is measured.
     crate::harness::settle(pid).await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
-    Ok((out?, peak.load(Ordering::Relaxed)))
+    Ok((out?, peak.load(Ordering::Relaxed), cpu))
 }
 
 /// The run of `p` from its windows' outcomes.
-fn finish(p: Prepared, outs: Vec<loadgen::Outcome>, peak_kib: u64) -> Result<VerifyRun, String> {
+fn finish(p: Prepared, outs: Vec<loadgen::Outcome>, peak_kib: u64, cpu: cpu::Use) -> Result<VerifyRun, String> {
     let window = outs.iter().map(|o| o.window).sum();
     let errors = outs.iter().map(|o| o.errors).sum();
     let lat: Vec<Duration> = outs.into_iter().flat_map(|o| o.lat).collect();
@@ -165,14 +177,15 @@ fn finish(p: Prepared, outs: Vec<loadgen::Outcome>, peak_kib: u64) -> Result<Ver
         rss_idle_kib: p.rss_idle_kib,
         rss_peak_kib: peak_kib,
         paired_baseline: None,
+        cpu,
     })
 }
 
 /// One store, one load window of `SSO_BENCH_SECS`.
 async fn verify_on(label: &str, slug: &str, config: String) -> Result<VerifyRun, String> {
     let p = prepare(label, slug, config).await?;
-    let (out, peak) = load_window(&p, warmup(), secs()).await?;
-    finish(p, vec![out], peak)
+    let (out, peak, cpu) = load_window(&p, warmup(), secs()).await?;
+    finish(p, vec![out], peak, cpu)
 }
 
 fn command(program: &str, args: &[String]) -> Result<String, String> {
@@ -196,7 +209,9 @@ fn redis_benchmark(port: u16, n: u64) -> Result<Tool, String> {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
+    let cpu_at = cpu::Snapshot::take();
     let out = command("redis-benchmark", &args)?;
+    let cpu = cpu_at.since();
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     let line = out.lines().find(|l| l.starts_with("\"GET")).ok_or_else(|| format!("no GET line in: {out}"))?;
     let f: Vec<&str> = line.split(',').collect();
@@ -207,6 +222,7 @@ fn redis_benchmark(port: u16, n: u64) -> Result<Tool, String> {
         ops_per_s: rps,
         p50: ms_f(f.get(4).copied()),
         p99: ms_f(f.get(6).copied()),
+        cpu,
     })
 }
 
@@ -224,7 +240,9 @@ fn pgbench(pg: &sso_testkit::PgServer, secs: u64) -> Result<Tool, String> {
     let mut run: Vec<String> =
         ["-S", "-c", "64", "-j", "2", "-T", &secs.to_string()].iter().chain(&conn).map(|s| (*s).to_owned()).collect();
     run.extend(["-l".to_owned(), format!("--log-prefix={prefix}"), "pgbench_scratch".to_owned()]);
+    let cpu_at = cpu::Snapshot::take();
     let out = command("pgbench", &run)?;
+    let cpu = cpu_at.since();
     let tps = out
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -245,6 +263,7 @@ fn pgbench(pg: &sso_testkit::PgServer, secs: u64) -> Result<Tool, String> {
         ops_per_s: tps,
         p50: f.p50,
         p99: f.p99,
+        cpu,
     })
 }
 
@@ -277,24 +296,32 @@ pub async fn run() -> Result<Vec<Section>, String> {
     ];
     let slice = secs_ / REPS;
     let warm = (slice / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let trivial_cpu = std::cell::RefCell::new(cpu::Use::default());
     let trivial_slice = async || {
         let mut load = trivial_load.clone();
         load.warmup = warm;
         load.window = slice;
-        loadgen::run(&load).await
+        let cpu_at = cpu::Snapshot::take();
+        let out = loadgen::run(&load).await;
+        trivial_cpu.borrow_mut().add(&cpu_at.since());
+        out
     };
     let mut trivial_outs = Vec::new();
     let mut outs: Vec<Vec<loadgen::Outcome>> = prepared.iter().map(|_| Vec::new()).collect();
     let mut paired: Vec<Vec<f64>> = prepared.iter().map(|_| Vec::new()).collect();
     let mut peaks: Vec<u64> = prepared.iter().map(|p| p.rss_idle_kib).collect();
+    let mut cpus: Vec<cpu::Use> = prepared.iter().map(|_| cpu::Use::default()).collect();
     let rate = |o: &loadgen::Outcome| o.lat.len() as f64 / o.window.as_secs_f64().max(1e-9);
     for _ in 0..REPS {
         let mut before = trivial_slice().await?;
         for (i, p) in prepared.iter().enumerate() {
-            let (out, peak) = load_window(p, warm, slice).await?;
+            let (out, peak, used) = load_window(p, warm, slice).await?;
             let after = trivial_slice().await?;
-            if let (Some(o), Some(b), Some(pk)) = (outs.get_mut(i), paired.get_mut(i), peaks.get_mut(i)) {
+            if let (Some(o), Some(b), Some(pk), Some(c)) =
+                (outs.get_mut(i), paired.get_mut(i), peaks.get_mut(i), cpus.get_mut(i))
+            {
                 o.push(out);
+                c.add(&used);
                 b.push((rate(&before) + rate(&after)) / 2.0);
                 *pk = (*pk).max(peak);
             }
@@ -303,6 +330,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
         trivial_outs.push(before);
     }
     drop(trivial);
+    let trivial_cpu = trivial_cpu.into_inner();
     let base_errors: u64 = trivial_outs.iter().map(|o| o.errors).sum();
     let base = crate::harness::concurrent_figure(
         format!("trivial axum handler (same stack, same load generator; all {} slices)", trivial_outs.len()),
@@ -311,9 +339,9 @@ pub async fn run() -> Result<Vec<Section>, String> {
     );
     let trivial_rates: Vec<String> = trivial_outs.iter().map(|o| format!("{:.0}", rate(o))).collect();
     let mut runs = Vec::new();
-    for ((p, o), b) in prepared.into_iter().zip(outs).zip(&paired) {
+    for (((p, o), b), c) in prepared.into_iter().zip(outs).zip(&paired).zip(cpus) {
         let peak = peaks.get(runs.len()).copied().unwrap_or(0);
-        let mut r = finish(p, o, peak)?;
+        let mut r = finish(p, o, peak, c)?;
         r.paired_baseline = Some(b.iter().sum::<f64>() / b.len().max(1) as f64);
         runs.push(r);
     }
@@ -424,6 +452,7 @@ pub async fn run() -> Result<Vec<Section>, String> {
     if errors > 0 {
         md.push_str(&format!("\n{errors} failed requests in the windows (not counted).\n"));
     }
+    md.push_str(&cpu_table(&base, &trivial_cpu, &runs, &tools));
     md.push_str(
         "\nServer memory: `VmRSS` of the `sso serve` process (`/proc/<pid>/status`) right after start, 1 s\n\
          after the 64 logins (idle, the baseline of the ratio) and its peak sampled every 200 ms under the\n\
@@ -455,13 +484,55 @@ pub async fn run() -> Result<Vec<Section>, String> {
                          "p50_ms": t.p50.as_secs_f64() * 1e3, "p99_ms": t.p99.as_secs_f64() * 1e3})
         })
         .collect();
+    let cpu_js: Vec<Value> = std::iter::once((base.name.as_str(), base.ops_per_s, &trivial_cpu))
+        .chain(runs.iter().map(|r| (r.label.as_str(), r.fig.ops_per_s, &r.cpu)))
+        .chain(tools.iter().map(|t| (t.name.as_str(), t.ops_per_s, &t.cpu)))
+        .map(|(name, ops, c)| {
+            let parts: serde_json::Map<String, Value> =
+                cpu::PARTS.iter().map(|p| ((*p).to_owned(), json!(c.us_per_op(Some(p), ops)))).collect();
+            json!({"phase": name, "ops_per_s": ops, "cores_busy": c.cores_busy(),
+                   "cpu_us_per_op": c.us_per_op(None, ops), "parts_us_per_op": parts})
+        })
+        .collect();
     let mut figs = vec![base];
     figs.extend(runs.iter().map(|r| r.fig.clone()));
     Ok(vec![Section {
         title: "HTTP session verify: 64 connections".into(),
         markdown: md,
-        json: json!({"rows": js, "tools": tool_js, "rss": rss, "figures": figures_json(&figs)}),
+        json: json!({"rows": js, "tools": tool_js, "rss": rss, "cpu": cpu_js, "figures": figures_json(&figs)}),
     }])
+}
+
+/// The report's CPU table: each phase's cores and µs of CPU per request, by part.
+fn cpu_table(base: &Figure, trivial: &cpu::Use, runs: &[VerifyRun], tools: &[Tool]) -> String {
+    let mut md = format!(
+        "\nWhere the CPU went: the machine's busy time and each part's user + system time during the\n\
+         load (warm-up included), from `/proc`; µs of CPU per request = the part's cores ÷ the row's\n\
+         ops/s. \"other\" is busy time no part accounts for (the kernel's own threads and interrupts,\n\
+         ended processes). With every core busy, a row's ops/s is the machine's {} cores ÷ its\n\
+         \"all\" column: a request is as fast as the CPU all parts spend on it.\n\n\
+         | phase | ops/s | cores busy | all µs/op |",
+        cores()
+    );
+    for p in cpu::PARTS {
+        md.push_str(&format!(" {p} |"));
+    }
+    md.push_str(" other |\n|---|---|---|---|");
+    md.push_str(&"---|".repeat(cpu::PARTS.len() + 1));
+    md.push('\n');
+    let phases = std::iter::once((base.name.as_str(), base.ops_per_s, trivial))
+        .chain(runs.iter().map(|r| (r.fig.name.as_str(), r.fig.ops_per_s, &r.cpu)))
+        .chain(tools.iter().map(|t| (t.name.as_str(), t.ops_per_s, &t.cpu)));
+    for (name, ops, c) in phases {
+        md.push_str(&format!("| {name} | {ops:.0} | {:.2} | {:.1} |", c.cores_busy(), c.us_per_op(None, ops)));
+        for p in cpu::PARTS {
+            let v = c.us_per_op(Some(p), ops);
+            md.push_str(&if v > 0.0 { format!(" {v:.1} |") } else { " – |".to_owned() });
+        }
+        let other = c.other_s() / c.wall.as_secs_f64().max(1e-9) / ops.max(1e-9) * 1e6;
+        md.push_str(&format!(" {other:.1} |\n"));
+    }
+    md
 }
 
 /// Hidden group `profile-http-verify`: the embedded-default SQLite server and the trivial
@@ -483,7 +554,7 @@ pub async fn profile() -> Result<(), String> {
         load.warmup = warm;
         load.window = slice;
         let t = rate(&loadgen::run(&load).await?);
-        let (v, _) = load_window(&p, warm, slice).await?;
+        let (v, _, _) = load_window(&p, warm, slice).await?;
         let v = rate(&v);
         eprintln!("trivial {t:.0} req/s, verify {v:.0} req/s, ratio {:.3}", v / t.max(1.0));
         sum_v += v;

@@ -4,6 +4,7 @@
 //! Run it with `cargo xtask bench` (release build, real servers started on loopback).
 
 mod audit_sinks;
+mod cpu;
 mod harness;
 mod http_verify;
 mod loadgen;

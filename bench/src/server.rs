@@ -179,10 +179,13 @@ pub fn trivial(path: &str, workers: usize) -> Result<Trivial, String> {
         }),
     );
     std::thread::Builder::new()
-        .name("trivial-server".into())
+        .name(crate::cpu::TRIVIAL_THREAD.into())
         .spawn(move || {
-            let Ok(rt) =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build()
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .thread_name(crate::cpu::TRIVIAL_THREAD)
+                .enable_all()
+                .build()
             else {
                 return;
             };
