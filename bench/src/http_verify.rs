@@ -563,3 +563,29 @@ pub async fn profile() -> Result<(), String> {
     eprintln!("overall ratio {:.3}", sum_v / sum_t.max(1.0));
     Ok(())
 }
+
+/// Hidden group `profile-redis-verify`: the Redis-sessions server (users in PostgreSQL, the user
+/// cache on unless `SSO_PROFILE_NO_CACHE` is set) loaded for `SSO_BENCH_SECS` after printing its
+/// pid (for `perf record -p`); prints req/s and where the CPU went.
+pub async fn profile_redis() -> Result<(), String> {
+    let pg = sso_testkit::PgServer::start()?;
+    let redis = sso_testkit::RedisServer::start()?;
+    let url = sso_store_postgres::PgStore::create_database(&pg.url("postgres"), "sso_profile_redis")
+        .await
+        .map_err(|e| e.to_string())?;
+    let cache = if std::env::var_os("SSO_PROFILE_NO_CACHE").is_some() { "" } else { USER_CACHE };
+    let config = format!(
+        "[store]\nusers = {url:?}\nsessions = {:?}\nredis_prefix = \"profile:\"\n\n{cache}\n{AUDIT_FILE_NO_FSYNC}",
+        redis.url()
+    );
+    let p = prepare("Redis", "profile-redis", config).await?;
+    eprintln!("sso serve pid {}", p.server.pid());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (out, _, used) = load_window(&p, warmup(), secs()).await?;
+    let ops = out.lat.len() as f64 / out.window.as_secs_f64().max(1e-9);
+    eprintln!("verify {ops:.0} req/s, {:.1} µs CPU per request", used.us_per_op(None, ops));
+    for part in cpu::PARTS {
+        eprintln!("  {part}: {:.1} µs", used.us_per_op(Some(part), ops));
+    }
+    Ok(())
+}

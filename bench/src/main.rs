@@ -84,6 +84,7 @@ async fn main() {
         Some("profile-verify") => Some(micro::profile_verify().await),
         Some("profile-login") => Some(login_throughput::profile_login().await),
         Some("profile-http-verify") => Some(http_verify::profile().await),
+        Some("profile-redis-verify") => Some(http_verify::profile_redis().await),
         Some("profile-login-http") => Some(login_throughput::profile_login_http().await),
         _ => None,
     };

@@ -1,7 +1,7 @@
 //! `SessionStore`: the record is a hash `P{sid}:s` whose TTL is its expiration; the per-user index
-//! is a sorted set `P{uid}:sx` scored by expiration (ms). Verify is one round trip (`HGETALL`).
+//! is a sorted set `P{uid}:sx` scored by expiration (ms). Verify is one round trip (`HMGET` of
+//! the record's fields in a fixed order: half the values `HGETALL` sends, and no map to build).
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -139,28 +139,33 @@ fn fields(s: &SessionRecord) -> Vec<String> {
     f
 }
 
-fn decode(sid: &SessionId, m: &HashMap<String, String>) -> Result<SessionRecord, StoreError> {
+/// The record's fields, in the order [`decode`] takes them (`HMGET`).
+const FIELDS: [&str; 13] = ["h", "u", "c", "e", "x", "ep", "ra", "ua", "app", "at", "ap", "xs", "hi"];
+
+/// The record from its [`FIELDS`]' values (`None`: the field is absent); `x` and `ua` are optional.
+fn decode(sid: &SessionId, values: Vec<Option<String>>) -> Result<SessionRecord, StoreError> {
     let bad = |f: &str| StoreError::corrupt(format!("redis session field {f}"));
-    let get = |f: &str| m.get(f).cloned().ok_or_else(|| bad(f));
-    let int = |f: &str| get(f)?.parse::<i64>().map_err(|_| bad(f));
-    let history: Vec<HistoryEntry> = serde_json::from_str(&get("hi")?).map_err(|_| bad("hi"))?;
+    let [h, u, c, e, x, ep, ra, ua, app, at, ap, xs, hi]: [Option<String>; 13] =
+        values.try_into().map_err(|_| bad("count"))?;
+    let req = |v: Option<String>, f: &str| v.ok_or_else(|| bad(f));
+    let int = |v: Option<String>, f: &str| req(v, f)?.parse::<i64>().map_err(|_| bad(f));
+    let history: Vec<HistoryEntry> = serde_json::from_str(&req(hi, "hi")?).map_err(|_| bad("hi"))?;
     Ok(SessionRecord {
         session_id: sid.clone(),
-        ust_hash: unhex(&get("h")?).ok_or_else(|| bad("h"))?,
-        user_id: UserId::parse(&get("u")?).ok_or_else(|| bad("u"))?,
-        creation_time: Timestamp::from_micros(int("c")?),
-        expiration_time: Timestamp::from_micros(int("e")?),
-        abs_expiration_time: m
-            .get("x")
+        ust_hash: unhex(&req(h, "h")?).ok_or_else(|| bad("h"))?,
+        user_id: UserId::parse(&req(u, "u")?).ok_or_else(|| bad("u"))?,
+        creation_time: Timestamp::from_micros(int(c, "c")?),
+        expiration_time: Timestamp::from_micros(int(e, "e")?),
+        abs_expiration_time: x
             .map(|x| x.parse::<i64>().map(Timestamp::from_micros).map_err(|_| bad("x")))
             .transpose()?,
-        epoch: u64::try_from(int("ep")?).map_err(|_| bad("ep"))?,
-        remote_addr: get("ra")?,
-        user_agent: m.get("ua").cloned(),
-        current_app: get("app")?,
-        auth_type: get("at")?,
-        auth_principal: get("ap")?,
-        ext_session_id: get("xs")?,
+        epoch: u64::try_from(int(ep, "ep")?).map_err(|_| bad("ep"))?,
+        remote_addr: req(ra, "ra")?,
+        user_agent: ua,
+        current_app: req(app, "app")?,
+        auth_type: req(at, "at")?,
+        auth_principal: req(ap, "ap")?,
+        ext_session_id: req(xs, "xs")?,
         history,
     })
 }
@@ -212,9 +217,11 @@ impl RedisStore {
     }
 
     async fn fetch(&self, sid: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        let m: HashMap<String, String> =
-            self.conn.cmd(redis::cmd("HGETALL").arg(self.sk(sid.as_str())), self.op_timeout()).await?;
-        if m.is_empty() { Ok(None) } else { decode(sid, &m).map(Some) }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.sk(sid.as_str())).arg(&FIELDS[..]);
+        let values: Vec<Option<String>> = self.conn.cmd(&cmd, self.op_timeout()).await?;
+        // A missing key answers every field with nil.
+        if values.iter().all(Option::is_none) { Ok(None) } else { decode(sid, values).map(Some) }
     }
 
     /// Deletes the record and attributes, then the index member.
