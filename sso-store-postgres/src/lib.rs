@@ -12,6 +12,7 @@
 mod attrs;
 mod audit;
 mod counters;
+mod lane;
 mod rows;
 mod sessions;
 mod users;
@@ -28,12 +29,13 @@ use sso_core::store::Stores;
 pub use audit::SqlAuditSink;
 
 /// A pooled connection idle longer than this is pinged before use (see [`PgStore::open`]).
-const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Connection settings (from `[store]` in the configuration).
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Connections in the pool.
+    /// Connections to the database in all: from 2 up, half of them (rounded down) serve the hot
+    /// single-statement reads (the read lane), the rest everything else.
     pub pool_max: u32,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
@@ -52,6 +54,8 @@ impl Default for PgOptions {
 pub struct PgStore {
     audit_table: Option<Arc<str>>,
     pool: PgPool,
+    /// The hot reads' connections (`None` with a one-connection pool: they use the pool).
+    lane: Option<Arc<lane::Lane>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -62,6 +66,9 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::unavailable(format!("invalid PostgreSQL URL: {e}")))?
             .options([("statement_timeout", opts.op_timeout.as_millis().to_string())]);
+        let lane_size = opts.pool_max / 2;
+        let lane = (lane_size > 0)
+            .then(|| Arc::new(lane::Lane::new(connect.clone(), lane_size as usize, opts.connect_timeout)));
         // A connection is pinged before use only when it sat idle longer than PING_IF_IDLE
         // (HikariCP's rule), not on every acquire as sqlx does by default: that ping is a round
         // trip to the server per statement, and a connection used moments ago is alive.
@@ -75,12 +82,12 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .max_connections(opts.pool_max.max(1))
+            .max_connections(opts.pool_max.saturating_sub(lane_size).max(1))
             .acquire_timeout(opts.connect_timeout)
             .connect_with(connect)
             .await
             .map_err(rows::map_err)?;
-        Ok(PgStore { pool, audit_table: None })
+        Ok(PgStore { pool, audit_table: None, lane })
     }
 
     /// Applies pending migrations.
@@ -120,9 +127,30 @@ impl PgStore {
         &self.pool
     }
 
-    /// Closes the pool (graceful shutdown).
+    /// Closes the pool and the read lane (graceful shutdown).
     pub async fn close(&self) {
+        if let Some(lane) = &self.lane {
+            lane.close().await;
+        }
         self.pool.close().await;
+    }
+
+    /// Runs a hot single-row read on the read lane (the pool without one).
+    pub(crate) async fn read_one(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
+        match &self.lane {
+            Some(lane) => lane.fetch_optional(query).await,
+            None => query.fetch_optional(&self.pool).await,
+        }
+    }
+
+    /// Connections of the read lane waiting for a read (tests: a cancelled read must not leave
+    /// its connection there).
+    #[doc(hidden)]
+    pub fn read_lane_idle(&self) -> usize {
+        self.lane.as_ref().map_or(0, |l| l.idle_count())
     }
 
     /// Creates a fresh, empty database next to the one `admin_url` names and returns its URL

@@ -25,9 +25,8 @@ impl SessionStore for PgStore {
     }
 
     async fn get(&self, session_id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query("SELECT * FROM sso_session WHERE session_id = $1")
-            .bind(session_id.as_str())
-            .fetch_optional(&self.pool)
+        let row = self
+            .read_one(sqlx::query("SELECT * FROM sso_session WHERE session_id = $1").bind(session_id.as_str()))
             .await
             .map_err(map_err)?;
         row.as_ref().map(|r| session_from_row(&R(r))).transpose()
@@ -36,14 +35,16 @@ impl SessionStore for PgStore {
     async fn get_with_user(&self, session_id: &SessionId) -> StoreResult<SessionLookup> {
         // One round trip instead of two on the session-verify path; the split column marks
         // where the session's columns end and the user's begin.
-        let row = sqlx::query(
-            "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
-             WHERE s.session_id = $1",
-        )
-        .bind(session_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let row = self
+            .read_one(
+                sqlx::query(
+                    "SELECT s.*, 0 AS sso_split, u.* FROM sso_session s JOIN sso_user u ON u.user_id = s.user_id \
+                     WHERE s.session_id = $1",
+                )
+                .bind(session_id.as_str()),
+            )
+            .await
+            .map_err(map_err)?;
         let Some(row) = row else { return Ok(SessionLookup::NotFound) };
         let (session, user) = Part::split(&row)?;
         Ok(SessionLookup::Found(Arc::new(session_from_row(&session)?), Arc::new(user_from_row(&user)?)))

@@ -250,18 +250,16 @@ impl UserStore for PgStore {
     }
 
     async fn get_by_id(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM sso_user WHERE user_id = $1")
-            .bind(user_id.as_str())
-            .fetch_optional(&self.pool)
+        let row = self
+            .read_one(sqlx::query("SELECT * FROM sso_user WHERE user_id = $1").bind(user_id.as_str()))
             .await
             .map_err(map_err)?;
         row.as_ref().map(|r| user_from_row(&R(r))).transpose()
     }
 
     async fn get_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM sso_user WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
+        let row = self
+            .read_one(sqlx::query("SELECT * FROM sso_user WHERE username = $1").bind(username))
             .await
             .map_err(map_err)?;
         row.as_ref().map(|r| user_from_row(&R(r))).transpose()

@@ -29,6 +29,11 @@ fn admin_url() -> Option<String> {
 /// A fresh, migrated database, named after this process (see `sso_testkit::drop_ended_databases`,
 /// called once per process to drop the databases of ended ones).
 pub async fn fresh_store() -> Option<PgStore> {
+    fresh_store_with(&PgOptions::default()).await
+}
+
+/// As [`fresh_store`], with `opts`.
+pub async fn fresh_store_with(opts: &PgOptions) -> Option<PgStore> {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     let admin = admin_url()?;
     SWEPT.call_once(|| sso_testkit::drop_ended_databases(&admin, "sso_t_"));
@@ -39,7 +44,7 @@ pub async fn fresh_store() -> Option<PgStore> {
         sso_core::ids::Cid::generate()
     );
     let url = PgStore::create_database(&admin, &name.replace(['.', ':', '-'], "_")).await.unwrap();
-    let store = PgStore::open(&url, &PgOptions::default()).await.unwrap();
+    let store = PgStore::open(&url, opts).await.unwrap();
     store.migrate().await.unwrap();
     Some(store)
 }
@@ -157,15 +162,20 @@ mod outage {
             assert!(matches!(e, SsoError::Unavailable { .. }), "{e:?}");
         }
         pg.start_again().unwrap();
+        // Each connection that died with the server fails the one statement that finds it so
+        // (a connection used in the last 500 ms is not pinged first); reads (the read lane) and
+        // writes (the pool) have their own connections.
         let mut recovered = false;
         for _ in 0..50 {
-            if sso.user().get_current_user(&f.as_user(&ust), false).await.is_ok() {
+            if sso.user().get_current_user(&f.as_user(&ust), false).await.is_ok()
+                && f.login("alice", None).await.is_ok()
+            {
                 recovered = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert!(recovered, "the pool reconnects without restarting sso");
+        assert!(recovered, "the pool and the read lane reconnect without restarting sso");
         f.login("alice", None).await.unwrap();
     }
 }
@@ -192,4 +202,65 @@ mod sinks {
     }
 
     sso_core::audit_conformance_tests!(fresh);
+}
+
+/// The read lane (`PgStore::read_one`): hot reads on connections handed back without sqlx's
+/// release ping; a read that does not finish never hands its connection back.
+mod lane {
+    use std::time::Duration;
+
+    use sso_core::StoreError;
+    use sso_core::testing::Fixture;
+    use sso_store_postgres::PgOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_read_closes_its_connection_and_the_next_read_works() {
+        let Some(store) = super::fresh_store().await else { return };
+        let stores = store.stores();
+        let f = Fixture::with(stores.clone(), |_| {}).await;
+        let (_, ust) = f.user_with_session("alice", false).await;
+        let sid = ust.session_id().unwrap();
+        assert!(matches!(
+            stores.sessions.get_with_user(&sid).await.unwrap(),
+            sso_core::store::SessionLookup::Found(..)
+        ));
+        assert_eq!(store.read_lane_idle(), 1, "a finished read hands its connection back");
+
+        // Another connection holds the session table: the next read waits, and is dropped.
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE sso_session IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), stores.sessions.get_with_user(&sid)).await;
+        assert!(cancelled.is_err(), "the read waited for the lock");
+        assert_eq!(store.read_lane_idle(), 0, "the cancelled read's connection is not handed back");
+        tx.rollback().await.unwrap();
+
+        assert!(matches!(
+            stores.sessions.get_with_user(&sid).await.unwrap(),
+            sso_core::store::SessionLookup::Found(..)
+        ));
+        assert_eq!(store.read_lane_idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn reads_after_close_fail_as_unavailable() {
+        let Some(store) = super::fresh_store().await else { return };
+        let stores = store.stores();
+        let id = sso_core::ids::UserId::generate().unwrap();
+        assert!(stores.users.get_by_id(&id).await.unwrap().is_none());
+        store.close().await;
+        assert_eq!(store.read_lane_idle(), 0);
+        let e = stores.users.get_by_id(&id).await.unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+    }
+
+    /// With one connection there is no lane: the hot reads use the pool.
+    #[tokio::test]
+    async fn a_one_connection_store_reads_through_the_pool() {
+        let opts = PgOptions { pool_max: 1, ..PgOptions::default() };
+        let Some(store) = super::fresh_store_with(&opts).await else { return };
+        let f = Fixture::with(store.stores(), |_| {}).await;
+        let (_, ust) = f.user_with_session("bob", false).await;
+        assert!(f.sso.session().verify(&f.as_user(&ust), &ust).await.unwrap());
+        assert_eq!(store.read_lane_idle(), 0);
+    }
 }
