@@ -198,7 +198,8 @@ pub struct StoreConfig {
     pub sessions: String,
     /// Counters; empty = `sessions`.
     pub counters: String,
-    /// Connections per pool.
+    /// Connections per pool (per database a node opens; on PostgreSQL, half of them, rounded
+    /// down, serve the hot single-row reads and the rest everything else).
     pub pool_max: u32,
     /// Connection attempt limit.
     pub connect_timeout_ms: u64,
