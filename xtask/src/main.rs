@@ -32,6 +32,9 @@ fn ci() -> Result<(), String> {
     let started = Instant::now();
     // No incremental state: CI builds once, and the state would take gigabytes of disk.
     let base: &[(&str, &str)] = &[("CI", "true"), ("CI_REQUIRE_SERVICES", "1"), ("CARGO_INCREMENTAL", "0")];
+    // The free disk, for the log: a run that fills the disk fails in odd places (see
+    // ARCHITECTURE.md, "CI's footprint"); not a step, so a missing `df` changes nothing.
+    let _ = Command::new("df").args(["-h", "."]).status();
     run("format", "cargo", &["fmt", "--all", "--", "--check"], base)?;
     run("lints", "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"], base)?;
     // Dropped (stopped, directories removed) when `ci` returns, whatever the outcome.
