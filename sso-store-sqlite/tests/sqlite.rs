@@ -10,24 +10,10 @@ use sso_store_sqlite::{SqliteOptions, SqliteStore};
 /// A store outlives the function that opens it (the conformance suite takes only `Stores`), so
 /// no `TempDir` guard can remove its file, and nextest ends each test's process without running
 /// destructors. Instead, the first call in a process removes the folders of processes that have
-/// ended, so finished runs leave nothing behind for long (on Linux, where `/proc` tells).
+/// ended (`sso_testkit::process_scratch_dir`), so finished runs leave nothing behind for long.
 fn process_dir() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = std::env::temp_dir().join("sso-sqlite-tests");
-        if std::path::Path::new("/proc/self").exists() {
-            for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-                let pid = entry.file_name().to_string_lossy().into_owned();
-                if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(&pid).exists() {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = root.join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
-    .clone()
+    DIR.get_or_init(|| sso_testkit::process_scratch_dir("sso-sqlite-tests").unwrap()).clone()
 }
 
 /// A fresh database in this process's folder (see [`process_dir`]), and its file.

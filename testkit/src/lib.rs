@@ -215,6 +215,31 @@ impl Drop for PgServer {
     }
 }
 
+/// Whether the process `pid` (its decimal id) has ended: `false` for anything but a number, and
+/// wherever `/proc` cannot tell (not Linux), so that nothing of a live process is removed.
+fn has_ended(pid: &str) -> bool {
+    !pid.is_empty()
+        && pid.chars().all(|c| c.is_ascii_digit())
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid).exists()
+}
+
+/// This process's own scratch folder, `<tmp>/<root>/<pid>`, for test files that outlive the
+/// function that made them (a store the conformance suite holds past its opener). Creating it
+/// first removes the folders under `<root>` of processes that have ended, so a run of many test
+/// processes keeps only the live ones'. Call it once per process.
+pub fn process_scratch_dir(root: &str) -> Result<PathBuf, String> {
+    let root = std::env::temp_dir().join(root);
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        if has_ended(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// Drops the test databases of processes that have ended, best effort.
 ///
 /// A test database is named `<prefix><pid>_…` after the process that creates it, and each is a
@@ -223,9 +248,6 @@ impl Drop for PgServer {
 /// first database; names of processes still alive (`/proc/<pid>`, so Linux only) and any error
 /// (another process dropping the same database, no `psql`) are passed over.
 pub fn drop_ended_databases(admin_url: &str, prefix: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
     let psql = pg_bin_dir().map_or_else(|| PathBuf::from("psql"), |b| b.join("psql"));
     let list = "SELECT datname FROM pg_database";
     let Ok(names) = run(Command::new(&psql).args(["-w", "-X", "-A", "-t", "-q", admin_url, "-c", list])) else {
@@ -235,10 +257,7 @@ pub fn drop_ended_databases(admin_url: &str, prefix: &str) {
         .lines()
         .filter(|name| {
             let pid = name.strip_prefix(prefix).and_then(|rest| rest.split('_').next()).unwrap_or_default();
-            !pid.is_empty()
-                && pid.chars().all(|c| c.is_ascii_digit())
-                && !Path::new("/proc").join(pid).exists()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            has_ended(pid) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
         .map(|name| format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .collect();
