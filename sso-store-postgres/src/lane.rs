@@ -12,7 +12,6 @@
 //! use. The lane holds at most `size` connections and waits for one at most `connect_timeout`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
@@ -25,8 +24,8 @@ pub(crate) struct Lane {
     connect_timeout: Duration,
     /// Connections not in use, with the instant each came back.
     idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// One per connection; closed by [`Lane::close`], which is how the lane knows it is closed.
     permits: Semaphore,
-    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Lane {
@@ -45,9 +44,11 @@ struct Lease<'a> {
 
 impl Lease<'_> {
     fn give_back(mut self) {
+        // Checked under the lock `close` drains with, after closing: a connection is either
+        // drained by `close` or never put back.
         if let Some(conn) = self.conn.take()
-            && !self.lane.closed.load(Ordering::Acquire)
             && let Ok(mut idle) = self.lane.idle.lock()
+            && !self.lane.permits.is_closed()
         {
             idle.push((conn, Instant::now()));
         }
@@ -57,13 +58,7 @@ impl Lease<'_> {
 impl Lane {
     /// A lane of at most `size` connections (opened when first needed).
     pub(crate) fn new(connect: PgConnectOptions, size: usize, connect_timeout: Duration) -> Lane {
-        Lane {
-            connect,
-            connect_timeout,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(size),
-            closed: AtomicBool::new(false),
-        }
+        Lane { connect, connect_timeout, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 
     /// Runs a statement that returns at most one row.
@@ -80,9 +75,6 @@ impl Lane {
     }
 
     async fn lease(&self) -> Result<Lease<'_>, sqlx::Error> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(sqlx::Error::PoolClosed);
-        }
         let permit = tokio::time::timeout(self.connect_timeout, self.permits.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
@@ -109,7 +101,6 @@ impl Lane {
 
     /// Closes the idle connections; later reads fail as on a closed pool.
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         self.permits.close();
         let idle: Vec<(PgConnection, Instant)> =
             self.idle.lock().map(|mut i| std::mem::take(&mut *i)).unwrap_or_default();
