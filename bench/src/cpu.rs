@@ -132,12 +132,18 @@ impl Use {
             Some(p) => self.parts.get(p).copied().unwrap_or(0.0),
             None => self.busy_s,
         };
-        s / self.wall.as_secs_f64().max(1e-9) / ops_per_s.max(1e-9) * 1e6
+        self.per_op(s, ops_per_s)
     }
 
-    /// The busy time no part accounts for (the kernel's own threads, ended processes, the rest).
-    pub fn other_s(&self) -> f64 {
-        (self.busy_s - self.parts.values().sum::<f64>()).max(0.0)
+    /// As [`Use::us_per_op`], for the busy time no part accounts for (the kernel's own
+    /// threads, ended processes, the rest).
+    pub fn other_us_per_op(&self, ops_per_s: f64) -> f64 {
+        self.per_op((self.busy_s - self.parts.values().sum::<f64>()).max(0.0), ops_per_s)
+    }
+
+    /// `cpu_s` CPU-seconds over this phase's wall time, per operation at `ops_per_s`, in µs.
+    fn per_op(&self, cpu_s: f64, ops_per_s: f64) -> f64 {
+        cpu_s / self.wall.as_secs_f64().max(1e-9) / ops_per_s.max(1e-9) * 1e6
     }
 }
 
@@ -158,6 +164,6 @@ mod tests {
         // 1 core of sso for 1000 ops/s: 1000 µs per op.
         assert!((u.us_per_op(Some("sso server"), 1000.0) - 1000.0).abs() < 1e-6);
         assert!((u.cores_busy() - 2.0).abs() < 1e-9);
-        assert!((u.other_s() - 2.0).abs() < 1e-9);
+        assert!((u.other_us_per_op(1000.0) - 1000.0).abs() < 1e-6);
     }
 }

@@ -452,7 +452,13 @@ pub async fn run() -> Result<Vec<Section>, String> {
     if errors > 0 {
         md.push_str(&format!("\n{errors} failed requests in the windows (not counted).\n"));
     }
-    md.push_str(&cpu_table(&base, &trivial_cpu, &runs, &tools));
+    // Each phase's name in the table, in the JSON, its ops/s and CPU use.
+    let phases: Vec<(&str, &str, f64, &cpu::Use)> =
+        std::iter::once((base.name.as_str(), base.name.as_str(), base.ops_per_s, &trivial_cpu))
+            .chain(runs.iter().map(|r| (r.fig.name.as_str(), r.label.as_str(), r.fig.ops_per_s, &r.cpu)))
+            .chain(tools.iter().map(|t| (t.name.as_str(), t.name.as_str(), t.ops_per_s, &t.cpu)))
+            .collect();
+    md.push_str(&cpu_table(&phases));
     md.push_str(
         "\nServer memory: `VmRSS` of the `sso serve` process (`/proc/<pid>/status`) right after start, 1 s\n\
          after the 64 logins (idle, the baseline of the ratio) and its peak sampled every 200 ms under the\n\
@@ -484,10 +490,9 @@ pub async fn run() -> Result<Vec<Section>, String> {
                          "p50_ms": t.p50.as_secs_f64() * 1e3, "p99_ms": t.p99.as_secs_f64() * 1e3})
         })
         .collect();
-    let cpu_js: Vec<Value> = std::iter::once((base.name.as_str(), base.ops_per_s, &trivial_cpu))
-        .chain(runs.iter().map(|r| (r.label.as_str(), r.fig.ops_per_s, &r.cpu)))
-        .chain(tools.iter().map(|t| (t.name.as_str(), t.ops_per_s, &t.cpu)))
-        .map(|(name, ops, c)| {
+    let cpu_js: Vec<Value> = phases
+        .iter()
+        .map(|&(_, name, ops, c)| {
             let parts: serde_json::Map<String, Value> =
                 cpu::PARTS.iter().map(|p| ((*p).to_owned(), json!(c.us_per_op(Some(p), ops)))).collect();
             json!({"phase": name, "ops_per_s": ops, "cores_busy": c.cores_busy(),
@@ -503,8 +508,9 @@ pub async fn run() -> Result<Vec<Section>, String> {
     }])
 }
 
-/// The report's CPU table: each phase's cores and µs of CPU per request, by part.
-fn cpu_table(base: &Figure, trivial: &cpu::Use, runs: &[VerifyRun], tools: &[Tool]) -> String {
+/// The report's CPU table: each phase's cores and µs of CPU per request, by part; a phase is
+/// (its name here, its name in the JSON, its ops/s, its CPU use).
+fn cpu_table(phases: &[(&str, &str, f64, &cpu::Use)]) -> String {
     let mut md = format!(
         "\nWhere the CPU went: the machine's busy time and each part's user + system time during the\n\
          load (warm-up included), from `/proc`; µs of CPU per request = the part's cores ÷ the row's\n\
@@ -520,17 +526,13 @@ fn cpu_table(base: &Figure, trivial: &cpu::Use, runs: &[VerifyRun], tools: &[Too
     md.push_str(" other |\n|---|---|---|---|");
     md.push_str(&"---|".repeat(cpu::PARTS.len() + 1));
     md.push('\n');
-    let phases = std::iter::once((base.name.as_str(), base.ops_per_s, trivial))
-        .chain(runs.iter().map(|r| (r.fig.name.as_str(), r.fig.ops_per_s, &r.cpu)))
-        .chain(tools.iter().map(|t| (t.name.as_str(), t.ops_per_s, &t.cpu)));
-    for (name, ops, c) in phases {
+    for &(name, _, ops, c) in phases {
         md.push_str(&format!("| {name} | {ops:.0} | {:.2} | {:.1} |", c.cores_busy(), c.us_per_op(None, ops)));
         for p in cpu::PARTS {
             let v = c.us_per_op(Some(p), ops);
             md.push_str(&if v > 0.0 { format!(" {v:.1} |") } else { " – |".to_owned() });
         }
-        let other = c.other_s() / c.wall.as_secs_f64().max(1e-9) / ops.max(1e-9) * 1e6;
-        md.push_str(&format!(" {other:.1} |\n"));
+        md.push_str(&format!(" {:.1} |\n", c.other_us_per_op(ops)));
     }
     md
 }
